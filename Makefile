@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - create/refresh .venv, run a short multi-objective search on the embedded digits
+#   make test   - create/refresh .venv, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.osep-installed
+
+.PHONY: venv test test-fast demo clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel "setuptools<81"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# pytest exit status 5 means "no tests collected": not a failure.
+test: venv
+	@$(PY) -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: venv
+	$(VENV)/bin/osep-nas search
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs

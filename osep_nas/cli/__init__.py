@@ -1,0 +1,126 @@
+"""The ``osep-nas`` command line.
+
+Subcommands are plugins found through the ``osep_nas.commands`` entry-point group
+(declared in setup.cfg), so ``search_spaces`` and ``strategies`` can add commands
+without ``osep_nas`` importing them.  Each plugin module defines::
+
+    HELP: str                                  # one line for ``osep-nas --help``
+    def add_arguments(parser) -> None          # fill its argparse parser
+    def run(args) -> int | None                # do the work
+
+Bad input raised as ``ValueError``/``FileNotFoundError`` (or ``UsageError``) ends
+with one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib import metadata
+from typing import Dict, List, Optional, Sequence
+
+EXIT_USAGE = 2
+
+# Fallback when the package metadata is not installed (running from a source tree).
+_BUILTIN_COMMANDS: Dict[str, str] = {
+    "plan": "osep_nas.cli.plan_cmd",
+    "profile": "osep_nas.cli.profile_cmd",
+    "eval": "osep_nas.cli.eval_cmd",
+    "train": "osep_nas.cli.train_cmd",
+    "study": "osep_nas.cli.study_cmd",
+    "space": "search_spaces.cli_space",
+    "search": "strategies.cli_search",
+    "export": "strategies.cli_export",
+    "trial": "strategies.cli_trial",
+}
+
+
+class UsageError(ValueError):
+    """Bad input from the user; the CLI prints its message as one line and exits 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line on stderr (exit 2), no usage dump."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _command_table() -> Dict[str, str]:
+    table = dict(_BUILTIN_COMMANDS)
+    try:
+        for ep in metadata.entry_points(group="osep_nas.commands"):
+            table[ep.name] = ep.value
+    except Exception:  # metadata missing or broken: keep the built-in table
+        pass
+    return table
+
+
+def _load(module_path: str):
+    try:
+        return importlib.import_module(module_path)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_path.startswith(exc.name):
+            return None  # command not built in this installation
+        raise
+
+
+def build_parser(commands: Optional[Dict[str, str]] = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per available command."""
+    parser = OneLineArgumentParser(
+        prog="osep-nas",
+        description="Optimized separable convolution (osep) for neural architecture search: "
+        "plan osep layers, search osep cell spaces for accuracy and #Params at once, "
+        "retrain and evaluate the cells found.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
+    for name, module_path in sorted((commands or _command_table()).items()):
+        module = _load(module_path)
+        if module is None:
+            continue
+        help_line = getattr(module, "HELP", "")
+        sp = sub.add_parser(name, help=help_line, description=getattr(module, "DESCRIPTION", help_line),
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run, _name=name)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return " ".join(text.split())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``osep-nas`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only import the chosen command (importing NNI for `plan` would cost seconds).
+    table = _command_table()
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen in table:
+        parser = build_parser({chosen: table[chosen]})
+    else:
+        parser = build_parser(table)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        rc = args._run(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"osep-nas {args._name}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"osep-nas {args._name}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+def run_main() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m osep_nas.cli (used under torchrun)
+    sys.exit(main())

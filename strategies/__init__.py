@@ -1,0 +1,1 @@
+"""Multi-objective (accuracy, #Params) search strategies over osep cell spaces."""
