@@ -26,6 +26,7 @@ Integer group choice (``rounding``):
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from functools import reduce
@@ -317,6 +318,12 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
 def osep_plan(
     in_channels: int,
     out_channels: int,
@@ -347,11 +354,35 @@ def osep_plan(
             sum_l K_l - (N - 1) = K in each direction.
 
     Returns:
-        An :class:`OSepPlan` whose ``params`` equals the module's weight count.
+        An :class:`OSepPlan` (immutable, cached per arguments) whose ``params`` equals
+        the module's weight count.
 
     Raises:
         ValueError: naming the bad argument.
     """
+    args = tuple(_hashable(a) for a in (in_channels, out_channels, kernel_size, n_convs, gamma,
+                                        channel_policy, spatial, dilation, rounding, kernels))
+    try:
+        hash(args)
+    except TypeError:
+        raise ValueError(f"osep_plan arguments must be numbers, strings or sequences of ints, got {args!r}")
+    return _osep_plan_cached(*args)
+
+
+@functools.lru_cache(maxsize=4096)
+def _osep_plan_cached(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Union[int, Sequence[int]],
+    n_convs: Union[int, str] = 2,
+    gamma: float = 1.0,
+    channel_policy: str = "normal",
+    spatial: bool = False,
+    dilation: Union[int, Sequence[int]] = 1,
+    rounding: str = "divisor",
+    kernels: Optional[Sequence[Union[int, Sequence[int]]]] = None,
+) -> OSepPlan:
+    """Uncached body of :func:`osep_plan`."""
     c_in = _positive_int(in_channels, "in_channels")
     c_out = _positive_int(out_channels, "out_channels")
     ksize = _pair(kernel_size, "kernel_size")
