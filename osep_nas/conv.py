@@ -8,13 +8,20 @@ window is skipped by a strided 1x1 before it.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osep_nas.plan import OSepPlan, _pair, osep_plan
+from osep_nas.plan import OSepPlan, _pair, osep_plan, shuffle_permutation
+
+IMPLS = ("fast", "reference")
+#: grouped KxK convolutions with at most this many input channels per group run as
+#: depth-wise + sum in the fast form (measured in benchmarks/op_speed.py)
+DWSUM_MAX_IN_PER_GROUP = 2
+#: a grouped 1x1 after a shuffle with at most this many groups runs as one dense 1x1
+FOLD_MAX_GROUPS = 0
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -48,8 +55,12 @@ class OSepConv2d(nn.Module):
         spatial: bool = False,
         rounding: str = "divisor",
         plan: Optional[OSepPlan] = None,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        self.impl = impl
         if plan is None:
             plan = osep_plan(in_channels, out_channels, kernel_size, n_convs=n_convs, gamma=gamma,
                              channel_policy=channel_policy, spatial=spatial, dilation=dilation,
@@ -84,18 +95,75 @@ class OSepConv2d(nn.Module):
             ))
         self.convs = nn.ModuleList(convs)
 
+        self._schedule = self._fast_schedule() if impl == "fast" else None
+
     # -- forward -----------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_in = self.plan.input_padding
         if pad_in:
             x = F.pad(x, (0, 0, 0, 0, 0, pad_in))
+        if self._schedule is None:
+            x = self._forward_reference(x)
+        else:
+            x = self._forward_fast(x)
+        if self.plan.output_padding:
+            x = x[:, : self.out_channels]
+        return x
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The straightforward form: N convolutions with an explicit shuffle between them."""
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < last:
                 x = channel_shuffle(x, conv.groups)
-        if self.plan.output_padding:
-            x = x[:, : self.out_channels]
+        return x
+
+    def _fast_schedule(self) -> List[str]:
+        """How each convolution runs in the fast form (same weights, same function).
+
+        * ``"dwsum"``: a grouped KxK convolution with few input channels per group runs as
+          a depth-wise convolution with a channel multiplier, then a sum over each group's
+          inputs; the sum writes its result directly in shuffled order, so the shuffle
+          after it costs nothing.  Narrow grouped convolutions are the slow case of
+          oneDNN/cuDNN; depth-wise ones are their fast case.
+        * ``"fold"``: a grouped 1x1 convolution with few groups that follows a shuffle runs
+          as one dense 1x1 convolution whose weight holds the group blocks at the shuffled
+          input positions (zeros elsewhere): no shuffle copy, one large GEMM.
+        * ``"conv"``: the plain grouped convolution (then an explicit shuffle if needed).
+        """
+        schedule = []
+        n = len(self.convs)
+        for i, conv in enumerate(self.convs):
+            n_in = conv.in_channels // conv.groups
+            after_shuffle = i > 0 and self.convs[i - 1].groups > 1
+            out_per_group = conv.out_channels // conv.groups
+            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= DWSUM_MAX_IN_PER_GROUP \
+                    and (n_in, out_per_group) != (1, 1):
+                schedule.append("dwsum")
+            elif conv.kernel_size == (1, 1) and after_shuffle and 1 < conv.groups <= FOLD_MAX_GROUPS \
+                    and schedule[-1] != "fold" and i == n - 1:
+                schedule.append("fold")
+            else:
+                schedule.append("conv")
+        return schedule
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.convs) - 1
+        shuffled = False  # x is already in the order the shuffle would give
+        for i, (conv, how) in enumerate(zip(self.convs, self._schedule)):
+            need_shuffle = i < last and conv.groups > 1 and self._schedule[i + 1] != "fold"
+            if how == "dwsum":
+                x = _grouped_as_depthwise(x, conv, shuffle_out=need_shuffle)
+                shuffled = need_shuffle
+            elif how == "fold":
+                x = F.conv2d(x, _folded_dense_weight(conv, self.convs[i - 1].groups), conv.bias)
+                shuffled = False
+            else:
+                x = conv(x)
+                shuffled = False
+            if need_shuffle and not shuffled:
+                x = channel_shuffle(x, conv.groups)
         return x
 
     # -- complexity ----------------------------------------------------------------
@@ -116,6 +184,52 @@ class OSepConv2d(nn.Module):
         if p.dilation != (1, 1):
             head += f", dilation={p.dilation}"
         return head
+
+
+def _grouped_as_depthwise(x: torch.Tensor, conv: nn.Conv2d, shuffle_out: bool) -> torch.Tensor:
+    """``conv(x)`` for a grouped conv, as a depth-wise conv with multiplier m plus a group sum.
+
+    Input channel i = group * n + b feeds outputs group * m + a through weight
+    W[group * m + a, b]; the depth-wise conv computes every such product (C_in * m maps),
+    the sum over b adds each group's n inputs.  With ``shuffle_out`` the sum is taken over
+    a permuted view so its (freshly allocated) result is already channel-shuffled.
+    """
+    w = conv.weight
+    c_out, n, kh, kw = w.shape
+    g = conv.groups
+    m = c_out // g
+    # depth-wise weight: row i * m + a = W[group * m + a, b] for i = group * n + b
+    w_dw = w.view(g, m, n, kh, kw).transpose(1, 2).reshape(g * n * m, 1, kh, kw)
+    y = F.conv2d(x, w_dw, None, conv.stride, conv.padding, conv.dilation, groups=g * n)
+    b, _, h, wd = y.shape
+    if not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
+        t = y.permute(0, 2, 3, 1).view(b, h, wd, g, n, m)
+        t = t.permute(0, 1, 2, 5, 3, 4).sum(5) if shuffle_out else t.sum(4)
+        out = t.reshape(b, h, wd, c_out).permute(0, 3, 1, 2)
+    else:
+        t = y.contiguous().view(b, g, n, m, h, wd)
+        t = t.permute(0, 3, 1, 2, 4, 5).sum(3) if shuffle_out else t.sum(2)
+        out = t.reshape(b, c_out, h, wd)
+    if conv.bias is not None:
+        bias = conv.bias
+        if shuffle_out:
+            bias = bias.view(g, m).t().reshape(-1)
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def _folded_dense_weight(conv: nn.Conv2d, prev_groups: int) -> torch.Tensor:
+    """Dense 1x1 weight equal to ``conv`` applied after ``channel_shuffle(., prev_groups)``."""
+    c_out, n = conv.weight.shape[:2]
+    c_in = conv.in_channels
+    g = conv.groups
+    m = c_out // g
+    perm = torch.as_tensor(shuffle_permutation(c_in, prev_groups), device=conv.weight.device)
+    # output o (group o // m) reads shuffled positions (o // m) * n + j = original perm[...]
+    pos = (torch.arange(c_out, device=perm.device) // m).unsqueeze(1) * n + torch.arange(n, device=perm.device)
+    cols = perm[pos]
+    dense = conv.weight.new_zeros(c_out, c_in).scatter(1, cols, conv.weight.view(c_out, n))
+    return dense.view(c_out, c_in, 1, 1)
 
 
 def _conv_out(h: int, w: int, conv: nn.Conv2d):

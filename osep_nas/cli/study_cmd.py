@@ -1,0 +1,32 @@
+"""``osep-nas study``: a grid of training runs with a results table and plots."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a study (models x seeds) and write results.csv, results.md and plots"
+DESCRIPTION = (
+    "Train every run of a study file once per seed with the training code, then write "
+    "results.csv (one row per run and seed), results.md (mean and std over seeds, #Params, "
+    "FLOPs, test top-1 after the last epoch) and plots (accuracy vs #Params, accuracy vs gamma). "
+    "Rerunning the same command resumes a half-finished study: finished runs are skipped, "
+    "interrupted ones resume from their last checkpoint. See examples/studies/."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="FILE.yaml", help="study file (examples/studies/*.yaml)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="data folder for every run (e.g. ../shared/data/cifar-10-batches-py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study key, e.g. --set epochs=1 --set seeds=[0] (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: study.out of the file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from osep_nas.study import run_study
+
+    result = run_study(args.study, args.overrides, data=args.data, out=args.out)
+    out = result["out"]
+    print(open(f"{out}/results.md", encoding="utf-8").read())
+    print(f"wrote {out}/results.csv, {out}/results.md and plots in {out}/")
+    return 0

@@ -1,0 +1,464 @@
+"""The project's one config loader: a declared schema, strict YAML, ``--set`` overrides.
+
+A config has four sections, each a dataclass with typed, defaulted fields::
+
+    model:    name, genotype, init_channels, layers, auxiliary, drop_path_prob,
+              width_mult, gamma, rounding, num_classes, extra
+    data:     dataset, root, download, batch_size, test_batch_size, image_size,
+              test_fraction, crop, padding, flip, cutout, color_jitter, normalize,
+              workers, on_device
+    optim:    lr, lr_min, momentum, weight_decay, nesterov, label_smoothing,
+              grad_clip, schedule, milestones, gamma, step_epochs
+    training: epochs, auxiliary_weight, seed, amp, channels_last, deterministic,
+              device, sync_bn, out, resume, log_every, max_steps_per_epoch,
+              tensorboard
+
+Rules (every violation is one :class:`ConfigError`, a ``ValueError``, whose message
+names the key path, e.g. ``optim.lr: expected a number, got 'fast'``):
+
+* YAML is read with a ``yaml.SafeLoader`` subclass that also refuses aliases and
+  anchors (``*x`` / ``&x``, and so merge keys): aliases are how "billion laughs"
+  documents blow up, and a config never needs them.  Files over 1 MiB and files that
+  are not UTF-8 are refused.
+* Unknown keys are refused with a "did you mean" suggestion (also across sections:
+  ``optim.epochs`` suggests ``training.epochs``).
+* Types are strict: an integer field takes no ``2.5`` and no ``true``; a number field
+  takes integers; sizes must be positive.
+* Overrides ``KEY=VALUE`` (``--set optim.lr=0.05``): VALUE is parsed as YAML (same safe
+  loader), then validated as if it came from the file.  KEY may be a short alias, the
+  field name alone (``epochs=3`` means ``training.epochs``), when exactly one section
+  has that field; ``gamma`` is in ``model`` and ``optim`` and must be spelled out.
+  A whole section may be set as a mapping (``--set "optim={lr: 0.1, nesterov: true}"``)
+  and keys of the free ``model.extra`` mapping with a dotted path
+  (``--set model.extra.depth=20``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError", "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainingConfig",
+    "load_config", "config_to_dict", "config_to_yaml", "parse_override", "DATASETS", "SCHEDULES",
+    "MAX_CONFIG_BYTES",
+]
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything huge
+DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
+SCHEDULES = ("cosine", "step", "linear", "exponential")
+CROPS = ("auto", "pad", "resized", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config that does not match the schema; the message names the key path."""
+
+
+def _f(default: Any, doc: str = "", check: Optional[str] = None, choices: Optional[Tuple[str, ...]] = None,
+       lo: Optional[float] = None, hi: Optional[float] = None, hi_open: bool = False) -> Any:
+    """A dataclass field with a default and validation metadata.
+
+    ``check``: "positive" (> 0) or "nonneg" (>= 0); ``lo``/``hi``: closed range
+    (``hi_open``: upper bound excluded); ``choices``: allowed strings.
+    """
+    meta = {"doc": doc, "check": check, "choices": choices, "lo": lo, "hi": hi, "hi_open": hi_open}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train.  ``genotype`` set: a DARTS evaluation network
+    (NetworkCIFAR / NetworkImageNet by dataset); otherwise ``name`` from
+    ``osep_nas.models.create_model``."""
+    name: Optional[str] = _f(None, "model name for osep_nas.models.create_model ('darts' or unset with a genotype)")
+    genotype: Optional[str] = _f(None, "DARTS genotype: a name in osep_nas.genotypes (O_DARTS), its text, or a file")
+    init_channels: Optional[int] = _f(None, "DARTS networks: initial channels (unset: 36 CIFAR, 48 ImageNet, "
+                                            "or the named model's default)", check="positive")
+    layers: Optional[int] = _f(None, "DARTS networks: number of cells (unset: 20 CIFAR, 14 ImageNet, or the named "
+                                     "model's default)", check="positive")
+    auxiliary: bool = _f(False, "DARTS networks: auxiliary tower (its loss is weighted by training.auxiliary_weight)")
+    drop_path_prob: float = _f(0.0, "final drop-path probability (ramped linearly from 0 over the epochs)",
+                               lo=0.0, hi=1.0, hi_open=True)
+    width_mult: Optional[float] = _f(None, "channel multiplier passed to create_model (unset: the model's default)",
+                                     check="positive")
+    gamma: Optional[float] = _f(None, "osep gamma passed to the model (unset: the model's default)",
+                                check="positive")
+    rounding: Optional[str] = _f(None, "channel rounding passed to create_model (unset: the model's default)")
+    num_classes: Optional[int] = _f(None, "classes (unset: the dataset's)", check="positive")
+    extra: Dict[str, Any] = _f({}, "further keyword arguments for create_model")
+
+
+@dataclass
+class DataConfig:
+    """Dataset, batch size and augmentation."""
+    dataset: str = _f("digits", "cifar10 | cifar100 | imagenet | digits (sklearn's bundled digits, no download)",
+                      choices=DATASETS)
+    root: Optional[str] = _f(None, "data folder (cifar: the python batches or their parent; imagenet: has train/ val/)")
+    download: bool = _f(False, "cifar only: download with torchvision when the folder lacks the batches")
+    batch_size: int = _f(96, "GLOBAL training batch (split evenly across DDP ranks)", check="positive")
+    test_batch_size: Optional[int] = _f(None, "evaluation batch (unset: batch_size)", check="positive")
+    image_size: Optional[int] = _f(None, "training crop size (unset: cifar 32, imagenet 224, digits 32)",
+                                   check="positive")
+    test_fraction: float = _f(0.2, "digits only: share of the 1797 images held out (fixed stratified split)",
+                              check="positive", hi=1.0, hi_open=True)
+    crop: str = _f("auto", "auto (imagenet: resized, else pad) | pad | resized | none", choices=CROPS)
+    padding: int = _f(4, "pad-and-crop padding in pixels", check="nonneg")
+    flip: bool = _f(True, "random horizontal flip")
+    cutout: int = _f(0, "cutout square side in pixels (0: off)", check="nonneg")
+    color_jitter: float = _f(0.0, "brightness/contrast/saturation jitter strength (0: off)", check="nonneg")
+    normalize: bool = _f(True, "normalize by the dataset's channel mean and std")
+    workers: int = _f(4, "imagenet only: DataLoader worker processes", check="nonneg")
+    on_device: bool = _f(True, "tensor datasets: keep the whole set on the training device (GPU) and augment there")
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its learning-rate schedule."""
+    lr: float = _f(0.025, "initial learning rate (not rescaled with the number of DDP ranks)", check="positive")
+    lr_min: float = _f(0.0, "cosine: final learning rate", check="nonneg")
+    momentum: float = _f(0.9, lo=0.0, hi=1.0)
+    weight_decay: float = _f(3e-4, check="nonneg")
+    nesterov: bool = _f(False)
+    label_smoothing: float = _f(0.0, lo=0.0, hi=1.0, hi_open=True)
+    grad_clip: float = _f(0.0, "max gradient norm (0: off)", check="nonneg")
+    schedule: str = _f("cosine", "cosine | step | linear | exponential (see osep_nas.train.LRSchedule)",
+                       choices=SCHEDULES)
+    milestones: List[float] = _f([], "step: epochs at which the rate is multiplied by gamma")
+    gamma: float = _f(0.1, "step / exponential: decay factor", check="positive")
+    step_epochs: float = _f(1.0, "exponential: epochs between two decays (0.8 for the MobileNet recipe)",
+                            check="positive")
+
+
+@dataclass
+class TrainingConfig:
+    """The training loop."""
+    epochs: int = _f(10, check="positive")
+    auxiliary_weight: float = _f(0.4, "weight of the auxiliary tower's loss", check="nonneg")
+    seed: int = _f(0, check="nonneg")
+    amp: bool = _f(True, "mixed precision (CUDA only; ignored on CPU)")
+    channels_last: bool = _f(True, "channels-last memory format (CUDA only; ignored on CPU)")
+    deterministic: bool = _f(True, "deterministic algorithms (CPU resumes are then bit-exact)")
+    device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
+    sync_bn: bool = _f(False, "DDP: convert BatchNorm to SyncBatchNorm")
+    out: str = _f("runs/train", "output folder (metrics.jsonl, tb/, last.pt, best.pt, summary.json)")
+    resume: bool = _f(False, "continue from OUT/last.pt")
+    log_every: int = _f(50, "steps between progress-bar / TensorBoard step updates", check="positive")
+    max_steps_per_epoch: Optional[int] = _f(None, "cap on training steps per epoch (quick runs)", check="positive")
+    tensorboard: bool = _f(True, "write TensorBoard scalars to OUT/tb")
+
+
+@dataclass
+class Config:
+    """A whole training config."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+# ----------------------------------------------------------------------------- YAML
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases (alias bombs, merge keys)."""
+
+    def compose_node(self, parent, index):  # noqa: D401 - yaml hook
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed")
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML anchors (&{event.anchor}) are not allowed")
+        return super().compose_node(parent, index)
+
+
+def _yaml_load(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def _read_file(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+# ----------------------------------------------------------------------------- schema
+
+def _sections(schema: type) -> Dict[str, type]:
+    hints = get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def _fields(section_cls: type) -> Dict[str, Tuple[Any, dataclasses.Field]]:
+    hints = get_type_hints(section_cls)
+    return {f.name: (hints[f.name], f) for f in dataclasses.fields(section_cls)}
+
+
+def _suggest(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_value(path: str, typ: Any, fld: dataclasses.Field, value: Any) -> Any:
+    """Validate ``value`` against ``typ`` and the field's metadata; return it normalised."""
+    meta = fld.metadata
+    origin = get_origin(typ)
+    if origin is Union:
+        args = [a for a in get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        typ = args[0]
+        origin = get_origin(typ)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{path}: expected one of {', '.join(choices)}, got {_show(value)}"
+                              f"{_suggest(value, choices)}")
+        return value
+    elif origin in (list, List):
+        (item,) = get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}")
+        return [_check_value(f"{path}[{i}]", item, fld, v) for i, v in enumerate(value)]
+    elif origin in (dict, Dict):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path}: expected a mapping with string keys, got {_show(value)}")
+        return dict(value)
+    else:  # pragma: no cover - schema bug
+        raise TypeError(f"{path}: unsupported schema type {typ}")
+    # numbers: range checks
+    check, lo, hi = meta.get("check"), meta.get("lo"), meta.get("hi")
+    if check == "positive" and not value > 0:
+        raise ConfigError(f"{path}: must be > 0, got {value}")
+    if check == "nonneg" and not value >= 0:
+        raise ConfigError(f"{path}: must be >= 0, got {value}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{path}: must be >= {lo}, got {value}")
+    if hi is not None and (value >= hi if meta.get("hi_open") else value > hi):
+        raise ConfigError(f"{path}: must be {'<' if meta.get('hi_open') else '<='} {hi}, got {value}")
+    return value
+
+
+def _build_section(name: str, cls: type, raw: Any, all_fields: Dict[str, List[str]]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {_show(raw)}")
+    fields = _fields(cls)
+    values = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in fields:
+            key_s = str(key)
+            if key_s in all_fields:  # a real key of another section
+                hint = f" (did you mean {' or '.join(all_fields[key_s])}?)"
+            else:  # the nearest key of any section, this section's winning ties
+                scored = [(difflib.SequenceMatcher(None, key_s, p.split(".")[1]).ratio()
+                           + (0.05 if p.startswith(name + ".") else 0.0), p)
+                          for ps in all_fields.values() for p in ps]
+                best = max(scored) if scored else (0.0, "")
+                hint = f" (did you mean {best[1]}?)" if best[0] >= 0.6 else ""
+            raise ConfigError(f"{name}.{key_s}: unknown key{hint}")
+        typ, fld = fields[key]
+        values[key] = _check_value(f"{name}.{key}", typ, fld, value)
+    return cls(**values)
+
+
+def _leaf_index(schema: type) -> Dict[str, List[str]]:
+    """field name -> ['section.field', ...] (for aliases and suggestions)."""
+    index: Dict[str, List[str]] = {}
+    for sec, cls in _sections(schema).items():
+        for key in _fields(cls):
+            index.setdefault(key, []).append(f"{sec}.{key}")
+    return index
+
+
+def _cross_checks(cfg: Config) -> None:
+    o = cfg.optim
+    if o.schedule == "step":
+        if not o.milestones:
+            raise ConfigError("optim.milestones: schedule 'step' needs at least one milestone epoch")
+    if any(m <= 0 for m in o.milestones):
+        raise ConfigError(f"optim.milestones: epochs must be > 0, got {o.milestones}")
+    if any(b <= a for a, b in zip(o.milestones, o.milestones[1:])):
+        raise ConfigError(f"optim.milestones: must increase, got {o.milestones}")
+    if o.nesterov and o.momentum == 0:
+        raise ConfigError("optim.nesterov: Nesterov momentum needs optim.momentum > 0")
+    if o.lr_min > o.lr:
+        raise ConfigError(f"optim.lr_min: must be <= optim.lr ({o.lr}), got {o.lr_min}")
+    if cfg.data.dataset == "digits" and cfg.data.image_size is not None and cfg.data.image_size < 8:
+        raise ConfigError(f"data.image_size: digits are 8x8, the size must be >= 8, got {cfg.data.image_size}")
+
+
+def _from_mapping(raw: Any, source: str, schema: type = Config) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections "
+                          f"({', '.join(_sections(schema))}), got {_show(raw)}")
+    sections = _sections(schema)
+    leaves = _leaf_index(schema)
+    built = {}
+    try:
+        for key, value in raw.items():
+            if not isinstance(key, str) or key not in sections:
+                key_s = str(key)
+                hint = _suggest(key_s, list(sections))
+                if not hint and key_s in leaves:
+                    hint = f" (did you mean {' or '.join(leaves[key_s])}?)"
+                raise ConfigError(f"{key_s}: unknown section{hint}; sections are {', '.join(sections)}")
+            built[key] = _build_section(key, sections[key], value, leaves)
+        cfg = schema(**built)
+        if isinstance(cfg, Config):
+            _cross_checks(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def parse_override(text: str, schema: type = Config) -> Tuple[List[str], Any]:
+    """``'optim.lr=0.05'`` -> (['optim', 'lr'], 0.05); resolves short aliases."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.05")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    if len(value_text) > 64 * 1024:
+        raise ConfigError(f"--set {key}: value too long")
+    value = _yaml_load(value_text, f"--set {key}") if value_text.strip() else None
+    parts = key.split(".")
+    sections = _sections(schema)
+    if parts[0] not in sections:
+        leaves = _leaf_index(schema)
+        if len(parts) == 1 and parts[0] in leaves:
+            paths = leaves[parts[0]]
+            if len(paths) > 1:
+                raise ConfigError(f"--set {key}: ambiguous short key; spell out one of {', '.join(paths)}")
+            parts = paths[0].split(".")
+        else:
+            candidates = list(sections) + [p for ps in leaves.values() for p in ps] + list(leaves)
+            raise ConfigError(f"--set {key}: unknown key{_suggest(key, candidates)}")
+    return parts, value
+
+
+def _apply(tree: Dict[str, Any], parts: List[str], value: Any, key: str) -> None:
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node = child
+    last = parts[-1]
+    if len(parts) == 1 and isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last] = {**node[last], **value}  # --set "optim={lr: 0.1}" merges into the section
+    else:
+        node[last] = value
+
+
+# ----------------------------------------------------------------------------- public
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """The config as nested plain dicts (YAML/JSON/``torch.load(weights_only)`` safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_to_yaml(cfg: Any) -> str:
+    """The config as YAML text that :func:`load_config` reads back to an equal config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def load_config(path_or_dict: Union[str, "os.PathLike[str]", Mapping[str, Any], Config, None] = None,
+                overrides: Optional[Sequence[str]] = None, schema: type = Config) -> Any:
+    """Load and validate a config.
+
+    ``path_or_dict``: a YAML file path, a mapping, an existing config (re-validated) or
+    ``None`` (all defaults).  ``overrides``: ``KEY=VALUE`` strings applied in order on
+    top of it (see the module docstring).  Returns a ``schema`` instance (``Config``).
+    Raises :class:`ConfigError` (a ``ValueError``) or ``FileNotFoundError``.
+    """
+    if path_or_dict is None:
+        raw: Any = {}
+        source = "config"
+    elif dataclasses.is_dataclass(path_or_dict) and not isinstance(path_or_dict, type):
+        raw = config_to_dict(path_or_dict)
+        source = "config"
+    elif isinstance(path_or_dict, Mapping):
+        raw = _deep_copy(dict(path_or_dict))
+        source = "config"
+    elif isinstance(path_or_dict, (str, os.PathLike)):
+        path = Path(path_or_dict)
+        raw = _yaml_load(_read_file(path), str(path))
+        source = str(path)
+    else:
+        raise ConfigError(f"config: expected a file path or a mapping, got {type(path_or_dict).__name__}")
+    _from_mapping(raw, source, schema)  # report file errors before override errors
+    if overrides:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        tree = _deep_copy(raw) if isinstance(raw, dict) else {}
+        for text in overrides:
+            parts, value = parse_override(text, schema)
+            _apply(tree, parts, value, ".".join(parts))
+            try:
+                _from_mapping(tree, "config", schema)
+            except ConfigError as exc:
+                msg = str(exc)
+                msg = msg[len("config: "):] if msg.startswith("config: ") else msg
+                raise ConfigError(f"--set {text}: {msg}") from None
+        raw = tree
+        source = "config"
+    return _from_mapping(raw, source, schema)
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj

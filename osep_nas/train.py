@@ -1,0 +1,655 @@
+"""The trainer: SGD retraining of a network on CIFAR, ImageNet or the embedded digits.
+
+``train(config)`` runs the paper's recipes (``examples/configs/*.yaml``): SGD with a
+cosine / step / linear / exponential schedule (:class:`LRSchedule`), label smoothing,
+gradient clipping, the DARTS auxiliary loss and drop-path ramp, AMP and channels-last
+on CUDA.  Outputs in ``training.out`` (written by rank 0 only, every file atomically):
+
+* ``config.yaml``   the resolved config;
+* ``metrics.jsonl`` one JSON line per epoch: epoch (epochs completed), train_loss (main
+  head, with label smoothing), train_top1, test_loss (plain cross entropy), test_top1,
+  test_top5 (accuracies in percent), lr (at the epoch's first step), images_per_s (all
+  ranks), data_time_share (share of the training time spent waiting for batches),
+  epoch_time_s, drop_path_prob;
+* ``tb/``           TensorBoard scalars per epoch;
+* ``last.pt``       checkpoint after every epoch, ``best.pt`` at the best test top-1;
+* ``summary.json``  what :func:`train` returns.
+
+Resume (``training.resume``): continues from ``OUT/last.pt`` exactly: weights,
+optimizer, schedule position, RNG states (python, numpy, torch, CUDA) and loader
+order (each epoch's batches and augmentations are seeded by (seed, epoch, rank)).  On
+CPU with ``training.deterministic`` a run resumed after any epoch ends with weights
+bit-identical to an uninterrupted run.  Order per epoch: metrics line, best.pt,
+last.pt; a resume drops metrics lines past the checkpoint, so a kill at any moment
+leaves a consistent run.
+
+Distributed: under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) the process group
+is initialised (nccl on GPU, gloo on CPU), the model wrapped in
+DistributedDataParallel (optionally with SyncBatchNorm, ``training.sync_bn``, CUDA
+only).  ``data.batch_size`` is the GLOBAL batch, split across ranks; the learning rate
+is NOT rescaled with the number of ranks: set ``optim.lr`` for the global batch.  Resume
+needs ``OUT`` on a file system every rank sees.
+
+Bad input (unknown key, wrong type, missing data folder, corrupt checkpoint, OUT not
+writable or already holding a run without ``resume``) raises ValueError /
+FileNotFoundError before any file in OUT is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint, load_model_state,
+                                 restore_rng_state, save_checkpoint)
+from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
+from osep_nas.data import build_loaders, derive_seed
+from osep_nas.io import atomic_write_json, atomic_write_text, append_jsonl
+
+__all__ = ["train", "build_model", "resolve_genotype", "LRSchedule", "evaluate", "DEFAULT_NUM_CLASSES"]
+
+log = logging.getLogger("osep_nas.train")
+
+DEFAULT_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
+ModelBuilder = Callable[[Config, Dict[str, Any]], nn.Module]
+
+
+# ----------------------------------------------------------------------------- model
+
+def resolve_genotype(text: str) -> Any:
+    """A genotype from a name in ``osep_nas.genotypes`` (``O_DARTS``, case-insensitive), a
+    file holding one, or its text (DARTS repr, JSON or YAML, parsed without evaluating code).
+    Uses ``osep_nas.genotypes.genotype_from_arg`` when the module has it."""
+    from osep_nas import genotypes as G
+
+    from_arg = getattr(G, "genotype_from_arg", None)
+    if from_arg is not None:
+        return from_arg(str(text))
+    text = str(text).strip()
+    named = getattr(G, text.upper(), None) if text.isidentifier() else None
+    if isinstance(named, tuple) and hasattr(named, "normal"):
+        return named
+    if len(text) < 4096 and "\n" not in text and os.path.isfile(text):
+        if os.path.getsize(text) > (1 << 20):
+            raise ValueError(f"{text}: too large for a genotype file")
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{text}: genotype file is not UTF-8 text") from None
+    parse = getattr(G, "parse_genotype", None)
+    if parse is None:
+        raise ValueError(f"model.genotype: {text[:60]!r} is not a genotype name of osep_nas.genotypes")
+    return parse(text)
+
+
+def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """The network ``config.model`` describes.
+
+    ``model.genotype`` set: ``osep_nas.networks.NetworkCIFAR`` (``NetworkImageNet`` for
+    imagenet) ``(init_channels, num_classes, layers, auxiliary, genotype, drop_path_prob,
+    **osep_kw)``, osep_kw = gamma / rounding when set plus ``model.extra``; channels and
+    cells default to 36 x 20 (CIFAR) and 48 x 14 (ImageNet).
+    Otherwise ``osep_nas.models.create_model(name, num_classes=..., **kw)`` where kw holds
+    the keys that are set (width_mult, gamma, rounding, init_channels, layers), auxiliary
+    and drop_path_prob when the model takes them (or when asked for), and ``model.extra``.
+    ``num_classes``: ``model.num_classes``, else ``info["num_classes"]``, else the dataset's."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    m = cfg.model
+    num_classes = m.num_classes or (info or {}).get("num_classes") or DEFAULT_NUM_CLASSES[cfg.data.dataset]
+    tuned = {k: v for k, v in (("gamma", m.gamma), ("rounding", m.rounding)) if v is not None}
+    if m.genotype:
+        if m.name not in (None, "darts"):
+            raise ValueError(f"model.genotype builds a DARTS network; model.name must be unset or 'darts', "
+                             f"got {m.name!r}")
+        if m.width_mult is not None:
+            raise ValueError("model.width_mult: not used with a genotype; set model.init_channels instead")
+        genotype = resolve_genotype(m.genotype)
+        from osep_nas.networks import NetworkCIFAR, NetworkImageNet
+
+        imagenet = cfg.data.dataset == "imagenet"
+        cls = NetworkImageNet if imagenet else NetworkCIFAR
+        C = m.init_channels or (48 if imagenet else 36)
+        layers = m.layers or (14 if imagenet else 20)
+        return cls(C, num_classes, layers, m.auxiliary, genotype, m.drop_path_prob, **tuned, **m.extra)
+    if not m.name:
+        raise ValueError("model.name: no model given; set a model name (--model) or a genotype (--genotype)")
+    if m.name == "darts":
+        raise ValueError("model.name: 'darts' needs model.genotype (e.g. --genotype O_DARTS)")
+    from osep_nas.models import create_model, model_info
+
+    accepted = set(model_info(m.name).keywords())
+    kw: Dict[str, Any] = dict(num_classes=num_classes, **tuned)
+    for key in ("width_mult", "init_channels", "layers"):
+        if getattr(m, key) is not None:
+            kw[key] = getattr(m, key)
+    if m.auxiliary or "auxiliary" in accepted:
+        kw["auxiliary"] = m.auxiliary
+    if m.drop_path_prob or "drop_path_prob" in accepted:
+        kw["drop_path_prob"] = m.drop_path_prob
+    kw.update(m.extra)
+    return create_model(m.name, **kw)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _split_output(out: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits and auxiliary logits from a model output (tensor or (logits, aux))."""
+    if isinstance(out, (tuple, list)):
+        if not out or not isinstance(out[0], torch.Tensor):
+            raise ValueError("the model returned a sequence whose first item is not the logits tensor")
+        aux = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None
+        return out[0], aux
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model returned a {type(out).__name__}; expected logits or (logits, logits_aux)")
+    return out, None
+
+
+# ----------------------------------------------------------------------------- schedule
+
+class LRSchedule:
+    """Learning rate as a function of the fractional epoch ``t`` (epoch + step / steps).
+
+    * ``cosine``: lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2 with e = floor(t)
+      (per epoch, as DARTS);
+    * ``linear``: lr (1 - e / epochs), decayed after each epoch;
+    * ``step``: lr * gamma ** (number of milestones <= t);
+    * ``exponential``: lr * gamma ** floor(t / step_epochs) (0.973 every 0.8 epoch).
+
+    Stateless: a resume only needs the epoch, so it is exact by construction."""
+
+    def __init__(self, optim_cfg: Any, epochs: int):
+        self.cfg, self.epochs = optim_cfg, int(epochs)
+
+    def lr_at(self, t: float) -> float:
+        c = self.cfg
+        e = math.floor(t + 1e-9)
+        if c.schedule == "cosine":
+            return c.lr_min + (c.lr - c.lr_min) * 0.5 * (1.0 + math.cos(math.pi * e / self.epochs))
+        if c.schedule == "linear":
+            return c.lr * max(0.0, 1.0 - e / self.epochs)
+        if c.schedule == "step":
+            return c.lr * c.gamma ** sum(1 for m in c.milestones if t + 1e-9 >= m)
+        if c.schedule == "exponential":
+            return c.lr * c.gamma ** math.floor(t / c.step_epochs + 1e-9)
+        raise ValueError(f"optim.schedule: unknown schedule {c.schedule!r}")
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"schedule": self.cfg.schedule, "epochs": self.epochs}
+
+
+# ----------------------------------------------------------------------------- environment
+
+class _Dist:
+    def __init__(self) -> None:
+        self.rank, self.world_size, self.local_rank = 0, 1, 0
+        self.enabled = False
+        self.owned = False
+
+    def all_sum(self, values: List[float], device: torch.device) -> List[float]:
+        if not self.enabled:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> List[Any]:
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: List[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _setup_distributed(device_pref: str) -> Tuple[_Dist, torch.device]:
+    d = _Dist()
+    env = os.environ
+    cuda = torch.cuda.is_available() and device_pref != "cpu"
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ValueError("training.device: cuda requested but no CUDA device is available")
+    if all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")) and int(env["WORLD_SIZE"]) > 1:
+        import torch.distributed as dist
+
+        d.rank, d.world_size, d.local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+        d.enabled = True
+        if cuda:
+            torch.cuda.set_device(d.local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+            d.owned = True
+        device = torch.device("cuda", d.local_rank) if cuda else torch.device("cpu")
+    else:
+        device = torch.device("cuda") if cuda else torch.device("cpu")
+    return d, device
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms for the run; previous global settings restored after."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    want = prev[:2]
+    try:
+        if enabled:
+            if device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                want = (True, True)
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            else:
+                want = (True, False)
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if want != prev[:2]:  # the call is slow the first time (it imports the compiler stack)
+            torch.use_deterministic_algorithms(want[0], warn_only=want[1])
+        yield
+    finally:
+        if want != prev[:2]:
+            torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an OUT we cannot or should not write, without creating anything."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"training.out: {out} exists and is not a folder")
+    if out.exists():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ValueError(f"training.out: output folder not writable: {out}")
+        if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
+            raise ValueError(f"training.out: {out} already holds a training run; pass --resume to continue it "
+                             f"or choose another --out")
+        return
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"training.out: {parent} is not a folder, cannot create {out}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"training.out: cannot create {out}: {parent} is not writable")
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """Keep the metrics lines of the epochs a checkpoint holds (drop later and torn lines)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] <= epochs_done:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "extra":
+            keys += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NullBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- loops
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return (top == y[:, None]).any(dim=1).sum()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, device: Union[str, torch.device] = "cpu", amp: bool = False,
+             channels_last: bool = False) -> Dict[str, float]:
+    """Sums over this rank's shard: {"loss_sum", "top1", "top5", "n"} (counts, not rates)."""
+    device = torch.device(device)
+    was = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    c1 = torch.zeros((), dtype=torch.int64, device=device)
+    c5 = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                logits, _ = _split_output(model(x))
+            logits = logits.float()
+            loss += F.cross_entropy(logits, y, reduction="sum").double()
+            c1 += _topk_correct(logits, y, 1)
+            c5 += _topk_correct(logits, y, 5)
+            n += len(y)
+    finally:
+        model.train(was)
+    return {"loss_sum": float(loss), "top1": float(c1), "top5": float(c5), "n": float(n)}
+
+
+def _pct(a: float, n: float) -> Optional[float]:
+    return round(100.0 * a / n, 4) if n else None
+
+
+# ----------------------------------------------------------------------------- train
+
+def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
+          model_builder: Optional[ModelBuilder] = None, *, stop_after: Optional[int] = None,
+          progress: Optional[bool] = None) -> Dict[str, Any]:
+    """Train the model ``config`` describes; return the summary (also in OUT/summary.json).
+
+    ``model_builder(config, info) -> nn.Module`` replaces :func:`build_model` (``info``
+    is the data info of :func:`osep_nas.data.build_loaders`, with ``num_classes``).
+    ``stop_after``: return once this many epochs are complete (a later resume goes on,
+    as after a kill).  ``progress``: tqdm bars (default: only when stderr is a terminal).
+
+    Summary keys: out, epochs, epochs_done, completed, resumed_from, best_top1,
+    best_epoch, final (the last metrics record), params, flops, device, world_size, wall_s.
+    """
+    t0 = time.time()
+    cfg = config if isinstance(config, Config) else load_config(config)
+    tc = cfg.training
+    out = Path(tc.out).expanduser()
+    if stop_after is not None and stop_after < 0:
+        raise ValueError(f"stop_after must be >= 0, got {stop_after}")
+    dist_ctx, device = _setup_distributed(tc.device)
+    try:
+        with _determinism(tc.deterministic, device):
+            return _train(cfg, model_builder, out, dist_ctx, device, stop_after, progress, t0)
+    finally:
+        if dist_ctx.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: _Dist, device: torch.device,
+           stop_after: Optional[int], progress: Optional[bool], t0: float) -> Dict[str, Any]:
+    tc, oc = cfg.training, cfg.optim
+    rank0 = dctx.rank == 0
+    cuda = device.type == "cuda"
+    use_amp = bool(tc.amp and cuda)
+    channels_last = bool(tc.channels_last and cuda)
+
+    # ---- validate everything before OUT is touched
+    _check_out(out, tc.resume)
+    ckpt = None
+    last_path = out / "last.pt"
+    if tc.resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {last_path}")
+        ckpt = load_checkpoint(last_path, map_location="cpu", required=RESUME_KEYS)
+        done = ckpt["epoch"]
+        if not isinstance(done, int) or done < 0:
+            raise ValueError(f"{last_path}: bad epoch {done!r}")
+        if done > tc.epochs:
+            raise ValueError(f"training.epochs: {tc.epochs}, but {last_path} already holds {done} epochs")
+    _seed_all(tc.seed)
+    train_loader, test_loader, info = build_loaders(cfg, device=device, rank=dctx.rank, world_size=dctx.world_size)
+    builder = model_builder or build_model
+    model = builder(cfg, info)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the model builder returned a {type(model).__name__}, not a torch.nn.Module")
+    params = flops = None
+    try:
+        from osep_nas.complexity import count_flops, count_params
+
+        params = count_params(model)
+        flops = count_flops(model, info["input_size"])
+    except Exception as exc:  # complexity is informative only
+        log.warning("could not count params/FLOPs: %s", exc)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay,
+                                nesterov=oc.nesterov)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if cuda else torch.amp.GradScaler("cpu", enabled=False)
+    schedule = LRSchedule(oc, tc.epochs)
+    start_epoch, best_top1, best_epoch = 0, -1.0, 0
+    if ckpt is not None:
+        load_model_state(model, ckpt["model"], source=str(last_path))
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{last_path}: optimizer state does not fit this model ({exc})") from None
+        if use_amp and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = int(ckpt["epoch"])
+        best_top1 = float(ckpt.get("best_top1", -1.0))
+        best_epoch = int(ckpt.get("best_epoch", 0))
+        old_cfg = ckpt.get("config")
+        if isinstance(old_cfg, dict):
+            changed = [k for k in _config_diff(old_cfg, config_to_dict(cfg))
+                       if k not in ("training.epochs", "training.resume", "training.out", "training.log_every",
+                                    "training.tensorboard", "data.root", "data.workers")]
+            if changed and rank0:
+                log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
+    if dctx.enabled:
+        if tc.sync_bn and cuda:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif tc.sync_bn and rank0:
+            log.warning("training.sync_bn needs CUDA; ignored on CPU")
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[dctx.local_rank] if cuda else None)
+    raw = _unwrap(model)
+    # RNG: restored from the checkpoint, else one stream per rank
+    if ckpt is not None:
+        states = ckpt.get("rng_per_rank")
+        rng = states[dctx.rank] if isinstance(states, list) and len(states) == dctx.world_size else ckpt["rng"]
+        restore_rng_state(rng)
+    elif dctx.world_size > 1:
+        _seed_all(derive_seed(tc.seed, dctx.rank, 0xD0))
+
+    # ---- from here on OUT is written (rank 0)
+    if rank0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"training.out: cannot create {out}: {exc.strerror or exc}") from None
+        atomic_write_text(out / "config.yaml", config_to_yaml(cfg))
+        if ckpt is not None:
+            _trim_metrics(out / "metrics.jsonl", start_epoch)
+    writer = None
+    if rank0 and cfg.training.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch + 1 if ckpt is not None else None)
+        except ImportError as exc:  # pragma: no cover - tensorboard is a dependency
+            log.warning("TensorBoard unavailable (%s); no tb/ scalars", exc)
+    show = (sys.stderr.isatty() if progress is None else progress) and rank0
+    genotype_obj = getattr(raw, "genotype", None)
+    genotype_text = str(genotype_obj) if genotype_obj is not None else cfg.model.genotype
+    criterion = nn.CrossEntropyLoss(label_smoothing=oc.label_smoothing)
+    last_record: Optional[Dict[str, Any]] = None
+    end_epoch = tc.epochs if stop_after is None else min(tc.epochs, max(stop_after, start_epoch))
+    if rank0:
+        log.info("training %s on %s (%d train / %d test images) for epochs %d..%d on %s x%d; params %s, FLOPs %s",
+                 type(raw).__name__, info["dataset"], info["train_size"], info["test_size"], start_epoch + 1,
+                 tc.epochs, device, dctx.world_size, params, flops)
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            record = _run_epoch(cfg, model, raw, optimizer, scaler, schedule, criterion, train_loader, test_loader,
+                                device, dctx, epoch, use_amp, channels_last, show)
+            if record["test_top1"] is not None and record["test_top1"] > best_top1:
+                best_top1, best_epoch, is_best = record["test_top1"], epoch + 1, True
+            else:
+                is_best = False
+            rng_states = dctx.gather(capture_rng_state())
+            state = {
+                "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": {**schedule.state_dict(), "epoch": epoch + 1},
+                "scaler": scaler.state_dict() if use_amp else {},
+                "rng": rng_states[0], "rng_per_rank": rng_states if dctx.world_size > 1 else None,
+                "loader": train_loader.state_dict(), "epoch": epoch + 1,
+                "best_top1": best_top1, "best_epoch": best_epoch,
+                "config": config_to_dict(cfg), "genotype": genotype_text,
+            }
+            if rank0:
+                append_jsonl(out / "metrics.jsonl", record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "epoch" and value is not None:
+                            writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "test_"))
+                                              else key, value, epoch + 1)
+                    writer.flush()
+                if is_best:
+                    save_checkpoint(out / "best.pt", state)
+                save_checkpoint(last_path, state)
+                log.info("epoch %d/%d: train loss %.4f top-1 %.2f | test loss %s top-1 %s top-5 %s | lr %.5g | "
+                         "%.0f img/s", epoch + 1, tc.epochs, record["train_loss"], record["train_top1"],
+                         record["test_loss"], record["test_top1"], record["test_top5"], record["lr"],
+                         record["images_per_s"])
+            last_record = record
+    finally:
+        if writer is not None:
+            writer.close()
+    epochs_done = end_epoch
+    if last_record is None and rank0 and (out / "metrics.jsonl").exists():
+        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        last_record = json.loads(lines[-1]) if lines else None
+    summary = {
+        "out": str(out), "epochs": tc.epochs, "epochs_done": epochs_done, "completed": epochs_done >= tc.epochs,
+        "resumed_from": start_epoch if ckpt is not None else None,
+        "best_top1": best_top1 if best_top1 >= 0 else None, "best_epoch": best_epoch or None,
+        "final": last_record, "params": params, "flops": flops, "dataset": info["dataset"],
+        "num_classes": info["num_classes"], "device": str(device), "world_size": dctx.world_size,
+        "wall_s": round(time.time() - t0, 3),
+    }
+    if rank0:
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+               schedule: LRSchedule, criterion: nn.Module, train_loader: Any, test_loader: Any,
+               device: torch.device, dctx: _Dist, epoch: int, use_amp: bool, channels_last: bool,
+               show: bool) -> Dict[str, Any]:
+    tc, oc = cfg.training, cfg.optim
+    dp = cfg.model.drop_path_prob * epoch / tc.epochs
+    if hasattr(raw, "drop_path_prob"):
+        raw.drop_path_prob = dp
+    model.train()
+    train_loader.set_epoch(epoch)
+    test_loader.set_epoch(epoch)
+    steps = len(train_loader)
+    if tc.max_steps_per_epoch:
+        steps = min(steps, tc.max_steps_per_epoch)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    data_time = 0.0
+    first_lr = None
+    bar = _bar(steps, f"epoch {epoch + 1}/{tc.epochs}", show)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    it = iter(train_loader)
+    try:
+        for step in range(steps):
+            td = time.perf_counter()
+            try:
+                x, y = next(it)
+            except StopIteration:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            data_time += time.perf_counter() - td
+            lr = schedule.lr_at(epoch + step / steps)
+            if first_lr is None:
+                first_lr = lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits, aux = _split_output(model(x))
+                loss_main = criterion(logits, y)
+                loss = loss_main
+                if aux is not None:  # always in the graph so DDP sees every parameter used
+                    loss = loss + tc.auxiliary_weight * criterion(aux, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if oc.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(y)
+            loss_sum += loss_main.detach().double() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += n
+            bar.update(1)
+            if (step + 1) % tc.log_every == 0 or step + 1 == steps:  # one device sync per log_every steps
+                value = float(loss_main.detach())
+                if not math.isfinite(value) and not use_amp:  # AMP skips inf steps itself
+                    raise ValueError(f"training diverged: loss {value} at epoch {epoch + 1} step {step + 1}; "
+                                     f"lower optim.lr or set optim.grad_clip")
+                bar.set_postfix_str(f"loss {float(loss_sum) / max(seen, 1):.4f} lr {lr:.4g}")
+    finally:
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_time = time.perf_counter() - start
+    tl, tcorr, tn, dtime, ttime = dctx.all_sum([float(loss_sum), float(correct), float(seen), data_time, train_time],
+                                              device)
+    ev = evaluate(_unwrap(model), test_loader, device, amp=use_amp, channels_last=channels_last)
+    el, e1, e5, en = dctx.all_sum([ev["loss_sum"], ev["top1"], ev["top5"], ev["n"]], device)
+    epoch_time = time.perf_counter() - start
+    ws = dctx.world_size
+    return {
+        "epoch": epoch + 1,
+        "train_loss": round(tl / tn, 6) if tn else None,
+        "train_top1": _pct(tcorr, tn),
+        "test_loss": round(el / en, 6) if en else None,
+        "test_top1": _pct(e1, en),
+        "test_top5": _pct(e5, en),
+        "lr": first_lr if first_lr is not None else schedule.lr_at(epoch),
+        "images_per_s": round(tn / (ttime / ws), 2) if ttime > 0 else None,
+        "data_time_share": round(dtime / ttime, 4) if ttime > 0 else None,
+        "epoch_time_s": round(epoch_time, 3),
+        "drop_path_prob": dp,
+    }
