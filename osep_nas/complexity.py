@@ -71,7 +71,6 @@ def count_flops(
         shape = (1,) + shape
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W) with positive sizes, got {tuple(input_size)}")
-    batch = shape[0]
     if device is None:
         try:
             device = next(module.parameters()).device
@@ -119,7 +118,7 @@ def count_flops(
         for h in handles:
             h.remove()
         module.train(was_training)
-    return total[0] // batch
+    return total[0]  # hooks count per image (out[0], plan per image)
 
 
 def _freeze_bn(module: nn.Module) -> None:

@@ -69,29 +69,11 @@ ModelBuilder = Callable[[Config, Dict[str, Any]], nn.Module]
 # ----------------------------------------------------------------------------- model
 
 def resolve_genotype(text: str) -> Any:
-    """A genotype from a name in ``osep_nas.genotypes`` (``O_DARTS``, case-insensitive), a
-    file holding one, or its text (DARTS repr, JSON or YAML, parsed without evaluating code).
-    Uses ``osep_nas.genotypes.genotype_from_arg`` when the module has it."""
-    from osep_nas import genotypes as G
+    """A genotype from a name (``O_DARTS``), a file holding one, or its text (DARTS repr,
+    JSON or YAML, parsed without evaluating code): ``osep_nas.genotypes.genotype_from_arg``."""
+    from osep_nas.genotypes import genotype_from_arg
 
-    from_arg = getattr(G, "genotype_from_arg", None)
-    if from_arg is not None:
-        return from_arg(str(text))
-    text = str(text).strip()
-    named = getattr(G, text.upper(), None) if text.isidentifier() else None
-    if isinstance(named, tuple) and hasattr(named, "normal"):
-        return named
-    if len(text) < 4096 and "\n" not in text and os.path.isfile(text):
-        if os.path.getsize(text) > (1 << 20):
-            raise ValueError(f"{text}: too large for a genotype file")
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{text}: genotype file is not UTF-8 text") from None
-    parse = getattr(G, "parse_genotype", None)
-    if parse is None:
-        raise ValueError(f"model.genotype: {text[:60]!r} is not a genotype name of osep_nas.genotypes")
-    return parse(text)
+    return genotype_from_arg(str(text))
 
 
 def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping[str, Any]] = None) -> nn.Module:

@@ -1,0 +1,134 @@
+"""``osep-nas eval``: #Params, FLOPs and latency of the evaluation network of a genotype.
+
+The network is the DARTS evaluation network (``NetworkCIFAR`` or ``NetworkImageNet``)
+with the genotype's cells; defaults are the paper's sizes (CIFAR-10: 36 channels,
+20 cells; ImageNet: 48 channels, 14 cells).
+
+``run`` is three steps, kept apart so accuracy evaluation can be added beside the
+profile: ``build_network(args)``, ``profile_network(args, model)``, printing.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict
+
+from torch import nn
+
+from osep_nas.cli import profile_cmd
+
+HELP = "#Params, FLOPs and latency of a genotype's evaluation network"
+DESCRIPTION = (
+    "Build the DARTS evaluation network of a genotype (DARTS repr, JSON or YAML text, a file holding one, or a "
+    "name such as DARTS_V2 or O_DARTS) and print its #Params (auxiliary head excluded), FLOPs (multiply-adds "
+    "of one image) and forward latency."
+)
+
+DATASETS = {
+    # dataset: (init channels, cells, classes)
+    "cifar10": (36, 20, 10),
+    "cifar100": (36, 20, 100),
+    "imagenet": (48, 14, 1000),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--genotype", required=True, metavar="TEXT|FILE",
+                        help="genotype text, a file holding it, or a published name (DARTS_V2, O_DARTS)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10",
+                        help="network layout: CIFAR (32x32) or ImageNet (224x224)")
+    parser.add_argument("--init-channels", type=int, default=None, help="channels of the first cell "
+                        "(default 36 on CIFAR, 48 on ImageNet)")
+    parser.add_argument("--layers", type=int, default=None, help="number of cells (default 20 CIFAR, 14 ImageNet)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the dataset's)")
+    parser.add_argument("--auxiliary", action="store_true", help="build the auxiliary head (never counted)")
+    parser.add_argument("--rounding", choices=("divisor", "paper"), default=None, help="osep group rounding")
+    parser.add_argument("--gamma", type=float, default=None, help="osep overlap coefficient (default 1)")
+    parser.add_argument("--osep", action="store_true",
+                        help="replace the genotype's sep/dil convolutions by osep ones first (the paper's rule)")
+    parser.add_argument("--paper", action="store_true",
+                        help="add the paper's figures when the network is one of its DARTS rows")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for the latency")
+    profile_cmd.add_latency_arguments(parser)
+    parser.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON to FILE")
+
+
+def _positive(value, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be a positive integer, got {value}")
+
+
+def build_network(args: argparse.Namespace) -> nn.Module:
+    """The evaluation network ``args`` describe (ValueError on bad input)."""
+    from osep_nas.models import resolve_genotype
+    from osep_nas.networks import NetworkCIFAR, NetworkImageNet
+
+    _positive(args.init_channels, "--init-channels")
+    _positive(args.layers, "--layers")
+    _positive(args.num_classes, "--num-classes")
+    if args.gamma is not None and not args.gamma > 0:
+        raise ValueError(f"--gamma must be positive, got {args.gamma}")
+    genotype = resolve_genotype(args.genotype)
+    if args.osep:
+        from osep_nas.genotypes import to_osep
+
+        genotype = to_osep(genotype)
+    C, layers, classes = DATASETS[args.dataset]
+    C = args.init_channels or C
+    layers = args.layers or layers
+    classes = args.num_classes or classes
+    osep_kw: Dict[str, Any] = {k: v for k, v in (("rounding", args.rounding), ("gamma", args.gamma))
+                               if v is not None}
+    cls = NetworkImageNet if args.dataset == "imagenet" else NetworkCIFAR
+    return cls(C, classes, layers, args.auxiliary, genotype, **osep_kw)
+
+
+def _paper_name(model: nn.Module, dataset: str) -> str:
+    """The registry name of the paper's DARTS row this network is, or ''."""
+    from osep_nas import genotypes as G
+
+    table = {("cifar10", "DARTS_V2", 36, 20): "darts_v2_cifar", ("cifar10", "O_DARTS", 42, 20): "o_darts_cifar",
+             ("imagenet", "DARTS_V2", 48, 14): "darts_v2_imagenet",
+             ("imagenet", "O_DARTS", 56, 14): "o_darts_imagenet"}
+    for (ds, gname, c, n), name in table.items():
+        ref = getattr(G, gname, None)
+        if ds == dataset and ref is not None and _same_genotype(model.genotype, ref) \
+                and (model.init_channels, model.num_cells) == (c, n):
+            return name
+    return ""
+
+
+def _same_genotype(a, b) -> bool:
+    def norm(g):
+        return ([tuple(e) for e in g.normal], list(g.normal_concat), [tuple(e) for e in g.reduce],
+                list(g.reduce_concat))
+    return norm(a) == norm(b)
+
+
+def profile_network(args: argparse.Namespace, model: nn.Module) -> Dict[str, Any]:
+    """#Params, FLOPs and latency of ``model`` as one profile row."""
+    device = profile_cmd.resolve_device(args.device)
+    size = tuple(model.default_input_size)
+    row = profile_cmd.profile_model(model, size, f"{args.dataset} network", device,
+                                    lambda f: profile_cmd.latency_batch_sizes(args, f, device), args.warmup,
+                                    args.repeats, args.max_seconds)
+    row["width"] = profile_cmd.describe_width(model)
+    row["genotype"] = str(model.genotype)
+    if args.paper:
+        name = _paper_name(model, args.dataset)
+        if name:
+            profile_cmd.add_paper_columns(row, name)
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    profile_cmd.check_latency_arguments(args)
+    model = build_network(args)
+    row = profile_network(args, model)
+    print(f"genotype: {row['genotype']}")
+    print(profile_cmd.format_table([row], paper=args.paper))
+    device = profile_cmd.resolve_device(args.device)
+    for note in profile_cmd.notes([row], args, device):
+        print(note)
+    if args.json:
+        profile_cmd.write_json(args.json, [row], args, device)
+    return 0
