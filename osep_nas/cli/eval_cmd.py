@@ -10,7 +10,8 @@ profile: ``build_network(args)``, ``profile_network(args, model)``, printing.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 from torch import nn
 
@@ -32,8 +33,14 @@ DATASETS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--genotype", required=True, metavar="TEXT|FILE",
+    parser.add_argument("--genotype", default=None, metavar="TEXT|FILE",
                         help="genotype text, a file holding it, or a published name (DARTS_V2, O_DARTS)")
+    parser.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="a checkpoint of `osep-nas train` (last.pt / best.pt): evaluate its accuracy on the "
+                             "test split (top-1, top-5) with #Params and FLOPs; the network and data come from "
+                             "the config stored in it")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="with --checkpoint: the data folder (default: the one stored in the checkpoint)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10",
                         help="network layout: CIFAR (32x32) or ImageNet (224x224)")
     parser.add_argument("--init-channels", type=int, default=None, help="channels of the first cell "
@@ -120,7 +127,57 @@ def profile_network(args: argparse.Namespace, model: nn.Module) -> Dict[str, Any
     return row
 
 
+def evaluate_checkpoint(path: str, data: Optional[str] = None) -> Dict[str, Any]:
+    """Top-1/top-5 on the test split, #Params and FLOPs of a training checkpoint.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``; its stored config
+    rebuilds the network and the data loaders (``data`` replaces the data folder)."""
+    import torch
+
+    from osep_nas import count_flops, count_params
+    from osep_nas.checkpoint import load_checkpoint, load_model_state
+    from osep_nas.config import load_config
+    from osep_nas.data import build_loaders
+    from osep_nas.train import build_model, evaluate
+
+    if data is not None and not Path(data).exists():
+        raise FileNotFoundError(f"data folder not found: {data}")
+    state = load_checkpoint(path, required=("model", "config"))
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{path}: the stored config is not a mapping")
+    cfg = load_config(state["config"], [f"data.root={data}"] if data is not None else [])
+    _, test_loader, info = build_loaders(cfg, device="cpu")
+    model = build_model(cfg, info)
+    load_model_state(model, state["model"], source=str(path))
+    sums = evaluate(model, test_loader, device="cpu")
+    n = sums["n"] or 1.0
+    return {
+        "checkpoint": str(path), "epoch": state.get("epoch"), "dataset": cfg.data.dataset,
+        "test_images": int(sums["n"]), "test_top1": round(100.0 * sums["top1"] / n, 4),
+        "test_top5": round(100.0 * sums["top5"] / n, 4), "test_loss": round(sums["loss_sum"] / n, 6),
+        "params": count_params(model), "flops": count_flops(model, tuple(info["input_size"])),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None:
+        if args.genotype is not None:
+            raise ValueError("give either --checkpoint (accuracy of a trained network) or --genotype (profile), not both")
+        result = evaluate_checkpoint(args.checkpoint, args.data)
+        print(f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['dataset']} test split "
+              f"({result['test_images']} images):")
+        print(f"  top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
+        print(f"  #Params {result['params']:,} (auxiliary head excluded)  FLOPs {result['flops']:,} multiply-adds")
+        if args.json:
+            from osep_nas.io import atomic_write_json
+
+            atomic_write_json(args.json, result)
+        return 0
+    if args.genotype is None:
+        raise ValueError("give --genotype TEXT|FILE (profile a genotype's network) or --checkpoint FILE (accuracy)")
+    if args.data is not None:
+        raise ValueError("--data goes with --checkpoint")
     profile_cmd.check_latency_arguments(args)
     model = build_network(args)
     row = profile_network(args, model)
