@@ -45,6 +45,6 @@ class _WithAux(nn.Module):
 def test_auxiliary_head_excluded_when_asked():
     m = _WithAux()
     assert count_params(m) == 4 * 3 + 4
-    assert count_params(m, exclude_auxiliary=False) == 16 + 44
+    assert count_params(m, exclude_auxiliary=False) == 16 + 4 * 10 + 10
     assert count_flops(m, (3, 2, 2)) == 12 * 4
     assert count_flops(m, (3, 2, 2), exclude_auxiliary=False) == 12 * 4 + 40
