@@ -19,9 +19,9 @@ from osep_nas.plan import OSepPlan, _pair, osep_plan, shuffle_permutation
 IMPLS = ("fast", "reference")
 #: grouped KxK convolutions with at most this many input channels per group run as
 #: depth-wise + sum in the fast form (measured in benchmarks/op_speed.py)
-DWSUM_MAX_IN_PER_GROUP = 2
+DWSUM_MAX_IN_PER_GROUP = 0
 #: a grouped 1x1 after a shuffle with at most this many groups runs as one dense 1x1
-FOLD_MAX_GROUPS = 0
+FOLD_MAX_GROUPS = 4
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

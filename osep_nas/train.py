@@ -396,7 +396,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     rank0 = dctx.rank == 0
     cuda = device.type == "cuda"
     use_amp = bool(tc.amp and cuda)
-    channels_last = bool(tc.channels_last and cuda)
+    channels_last = bool(tc.channels_last)  # faster on CPU too (oneDNN), measured in benchmarks/
 
     # ---- validate everything before OUT is touched
     _check_out(out, tc.resume)
