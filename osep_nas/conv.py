@@ -238,3 +238,14 @@ def _conv_out(h: int, w: int, conv: nn.Conv2d):
     ph, pw = conv.padding
     sh, sw = conv.stride
     return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
+def set_osep_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Switch every OSepConv2d in ``model`` to ``impl`` ("fast" or "reference"); same weights."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    for m in model.modules():
+        if isinstance(m, OSepConv2d):
+            m.impl = impl
+            m._schedule = m._fast_schedule() if impl == "fast" else None
+    return model

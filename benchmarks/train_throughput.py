@@ -1,0 +1,73 @@
+"""Images per second of a training step (forward, backward, SGD update).
+
+o-DARTS vs DARTS V2 (CIFAR-10 evaluation networks, batch 96 as the DARTS recipe) and
+o-ResNet20 vs d-ResNet20 vs ResNet20 (batch 128 as the ResNet recipe), channels-last,
+auxiliary head and drop path as in training.  Ratios are computed within the run.
+
+    python benchmarks/train_throughput.py --device cpu [--json out.json]
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from _timing import common_args, machine, setup, time_cases, write_json
+from osep_nas import create_model
+
+GROUPS = {
+    "darts": (("darts_v2_cifar", "o_darts_cifar"), 96),
+    "resnet": (("resnet20", "d_resnet20", "o_resnet20"), 128),
+}
+
+
+def _step(model: nn.Module, batch: int, device: torch.device, amp: bool):
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            out = model(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+            if aux is not None:
+                loss = loss + 0.4 * nn.functional.cross_entropy(aux.float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return step
+
+
+def main() -> None:
+    p = common_args(__doc__.splitlines()[0])
+    p.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=sorted(GROUPS))
+    p.add_argument("--darts-batch", type=int, default=None, help="override the DARTS batch (96)")
+    p.add_argument("--resnet-batch", type=int, default=None, help="override the ResNet batch (128)")
+    args = p.parse_args()
+    device = setup(args)
+    results = {"machine": machine(device), "amp": args.amp, "rows": []}
+    for group in args.groups:
+        names, batch = GROUPS[group]
+        batch = getattr(args, f"{group}_batch") or batch
+        cases = {}
+        for name in names:
+            kw = {"auxiliary": True, "drop_path_prob": 0.2} if "darts" in name else {}
+            cases[name] = _step(create_model(name, **kw), batch, device, args.amp)
+        times = time_cases(cases, device, args.repeats, args.warmup)
+        base = names[0] if group == "darts" else "d_resnet20"
+        print(f"\n== {group}: training step, batch {batch}, {device}{', AMP' if args.amp else ''} ==")
+        print(f"{'model':<18}{'step ms':>10}{'images/s':>10}  {'time vs ' + base}")
+        for name in names:
+            t = times[name]
+            print(f"{name:<18}{t * 1e3:>10.1f}{batch / t:>10.1f}{t / times[base]:>18.2f}")
+            results["rows"].append({"model": name, "batch": batch, "step_ms": t * 1e3, "images_per_s": batch / t,
+                                    "time_ratio_to": base, "ratio": t / times[base]})
+    if args.json:
+        write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
