@@ -46,6 +46,7 @@ from nni.mutable import label_scope
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from nni.nas.profiler.pytorch.utils import ShapeTensor
 
+from osep_nas.networks.darts import drop_path  # the one drop-path implementation
 from osep_nas.genotypes import (CELL_TYPES, Genotype, arch_to_genotype, genotype_to_arch, random_genotype,
                                 validate_genotype)
 from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
@@ -62,15 +63,6 @@ STEM_MULTIPLIER = 3
 def reduction_indices(num_cells: int) -> List[int]:
     """Indices of the reduction cells: 1/3 and 2/3 of the depth (DARTS)."""
     return sorted({num_cells // 3, 2 * num_cells // 3})
-
-
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the others (DARTS drop path)."""
-    if drop_prob <= 0.0:
-        return x
-    keep = 1.0 - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask / keep
 
 
 def _is_path_sampling(module: nn.Module) -> bool:
