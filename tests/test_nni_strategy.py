@@ -1,0 +1,151 @@
+"""ParetoEvolution as an NNI 3.0 strategy: NasExperiment with the in-process (sequential)
+engine, a FunctionalEvaluator that trains one SGD step on digits and reports a dict metric."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from osep_nas import count_params
+from osep_nas.genotypes import arch_to_genotype, parse_genotype
+from search_spaces.darts_space import OSepDartsNet, OSepDartsSpace
+from strategies.nni_strategy import ModelSpaceGenotypes, ParetoEvolution, metric_record
+from strategies.pareto import to_min_matrix
+
+import nni
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.space import SimplifiedModelSpace
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:96], dtype=torch.float32).div(16.0).unsqueeze(1).repeat(1, 3, 1, 1)
+    y = torch.tensor(d.target[:96], dtype=torch.long)
+    return x, y
+
+
+def _space():
+    return OSepDartsSpace(width=8, num_cells=3, num_nodes=4, input_size=8)
+
+
+_TRAINED = []
+
+
+def _train_one_step(model, x, y):
+    """One SGD step on 32 digits, accuracy (%) on the next 32, reported as a dict metric."""
+    _TRAINED.append((type(model), count_params(model), model.genotype))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x[:32]), y[:32])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = 100.0 * (model(x[32:64]).argmax(1) == y[32:64]).float().mean().item()
+    nni.report_final_result({"default": acc, "train_loss": loss.item()})
+
+
+def test_metric_record():
+    assert metric_record(0.5) == {"accuracy": 0.5}
+    assert metric_record({"default": 91.0, "params": 10}) == {"accuracy": 91.0, "params": 10}
+    assert metric_record({"default": 1.0, "accuracy": 2.0}) == {"accuracy": 2.0}
+    for bad in ({"params": 1}, {"default": "x"}, "0.5", None, True):
+        with pytest.raises(ValueError):
+            metric_record(bad)
+
+
+def test_adapter_counts_the_frozen_model():
+    space = _space()
+    adapter = ModelSpaceGenotypes(SimplifiedModelSpace.from_model(space, None))
+    assert "none" not in adapter.ops and adapter.num_nodes == 4
+    g = adapter.random_sample(random.Random(0))
+    cheap = adapter.cheap_metrics(g)
+    assert cheap["params"] == count_params(space.freeze(adapter.arch(g)))
+    assert adapter.input_size == (3, 8, 8) and cheap["flops"] > 0
+    with pytest.raises(ValueError, match="DARTS cell"):
+        from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+
+        class Other(ModelSpace):
+            def __init__(self):
+                super().__init__()
+                self.a = LayerChoice([torch.nn.Identity(), torch.nn.ReLU()], label="a")
+
+        ModelSpaceGenotypes(SimplifiedModelSpace.from_model(Other(), None))
+
+
+def test_pareto_evolution_in_process(digits, tmp_path):
+    x, y = digits
+    space = _space()
+    # budget: the median #Params of random archs of this space, so about half are refused
+    probe = ModelSpaceGenotypes(SimplifiedModelSpace.from_model(space, None))
+    rng = random.Random(1)
+    sizes = [probe.cheap_metrics(probe.random_sample(rng))["params"] for _ in range(12)]
+    budget = float(np.median(sizes))
+
+    _TRAINED.clear()
+    config = NasExperimentConfig("sequential", "simplified")
+    config.experiment_working_directory = str(tmp_path)
+    config.max_trial_number = 5
+    strategy = ParetoEvolution(population_size=3, sample_size=2, seed=0, max_params=budget)
+    exp = NasExperiment(space, FunctionalEvaluator(_train_one_step, x=x, y=y), strategy, config)
+    try:
+        exp.run()
+        top = exp.export_top_models(top_k=10, formatter="dict")
+    finally:
+        exp.stop()
+
+    core = strategy.core
+    assert len(_TRAINED) == 5 and len(core.history) == 5
+    assert all(t is OSepDartsNet for t, _, _ in _TRAINED)
+    # over-budget architectures were refused before training, never evaluated
+    assert all(p <= budget for _, p, _ in _TRAINED)
+    assert core.n_rejected > 0
+    # the cheap #Params is the count of the very network that was trained
+    trained = {repr(g): p for _, p, g in _TRAINED}
+    records = strategy.records()
+    for rec in records:
+        assert rec["status"] == "ok", rec
+        assert trained[rec["genotype"]] == rec["params"]
+        assert 0.0 <= rec["accuracy"] <= 100.0 and "train_loss" in rec  # the dict metric was read
+        assert arch_to_genotype(rec["arch"]) == parse_genotype(rec["genotype"])
+    # the front is non-dominated, and export_top_models returns exactly its members
+    front = strategy.front()
+    assert front
+    pts = to_min_matrix(front, strategy.objectives)
+    for i in range(len(pts)):
+        for j in range(len(pts)):
+            assert not (np.all(pts[j] <= pts[i]) and np.any(pts[j] < pts[i]))
+    assert sorted(json.dumps(a, sort_keys=True) for a in top) == \
+        sorted(json.dumps(r["arch"], sort_keys=True) for r in front)
+    assert top[0] == max(front, key=lambda r: (r["accuracy"], -r["params"]))["arch"]
+    # state round trip
+    state = json.loads(json.dumps(strategy.state_dict()))
+    assert len(state["pareto_evolution"]["history"]) == 5
+    # the main job's report
+    rep = strategy.write_report(tmp_path / "report", plots=False, print_table=False)
+    assert (tmp_path / "report" / "pareto.yaml").is_file()
+    shown = {r["trial"] for r in rep.front} | {t for r in rep.front for t in r.get("ties", [])}
+    assert shown == {r["trial"] for r in front}  # the report lists equal points once, with their ties
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        ParetoEvolution(population_size=2, sample_size=3)
+    with pytest.raises(ValueError):
+        ParetoEvolution(max_params=-1)
+    with pytest.raises(ValueError):
+        ParetoEvolution(objectives=["accuracy:up"])
