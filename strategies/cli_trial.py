@@ -69,15 +69,15 @@ def run_trial(params: Mapping[str, Any], config: Any = None, overrides: Optional
     ``index`` (NNI's trial sequence number) and ``search.seed`` seed the trial."""
     from search_spaces.hpo import params_to_genotype
 
-    from .search import TrialContext, _prepare, _torch_env, load_search_config, proxy_train, trial_seed
+    from .search import TrialContext, prepare_proxy, torch_env, load_search_config, proxy_train, trial_seed
 
     genotype = params_to_genotype(params)
     cfg = load_search_config(config, overrides)
-    setup = _prepare(cfg)
+    setup = prepare_proxy(cfg)
     cheap = setup.space.cheap_metrics(genotype)
     ctx = TrialContext(index, trial_seed(cfg.search.seed, index), setup.space, cfg.proxy, setup.train_loader,
                        setup.test_loader, setup.device)
-    with _torch_env(cfg.proxy.threads, setup.device):
+    with torch_env(cfg.proxy.threads, setup.device):
         result = proxy_train(genotype, ctx)
     return {"default": result["accuracy"], "params": cheap["params"], "flops": cheap["flops"],
             "train_loss": result["train_loss"]}

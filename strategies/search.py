@@ -339,7 +339,7 @@ def _data_config(p: ProxySection, image_size: int) -> Dict[str, Any]:
     }
 
 
-def _prepare(cfg: SearchConfig) -> _Setup:
+def prepare_proxy(cfg: SearchConfig) -> _Setup:
     """Everything that can fail on bad input, done before OUT is touched."""
     p = cfg.proxy
     if p.device == "auto":
@@ -424,7 +424,7 @@ def _check_out(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[str,
 
 
 @contextlib.contextmanager
-def _torch_env(threads: int, device: torch.device) -> Iterator[None]:
+def torch_env(threads: int, device: torch.device) -> Iterator[None]:
     """Fixed thread count and deterministic algorithms for the search; restored after."""
     prev_threads = torch.get_num_threads()
     prev_det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
@@ -523,7 +523,7 @@ def run_search(config: Union[SearchConfig, Mapping[str, Any], str, "Path", None]
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"stop_after must be >= 0, got {stop_after}")
     out = Path(out_dir if out_dir is not None else (cfg.output.out or default_out_dir())).expanduser()
-    setup = _prepare(cfg)
+    setup = prepare_proxy(cfg)
     core = _make_core(cfg, setup.space)
     state = _check_out(out, cfg, resume)
     if state is not None:
@@ -544,7 +544,7 @@ def run_search(config: Union[SearchConfig, Mapping[str, Any], str, "Path", None]
     stop_reason = "trials"
     ran = 0
     try:
-        with _torch_env(cfg.proxy.threads, setup.device):
+        with torch_env(cfg.proxy.threads, setup.device):
             while True:
                 if len(core.history) >= s.trials:
                     stop_reason = "trials"
