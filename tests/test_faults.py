@@ -1,0 +1,333 @@
+"""Issue 9: fault injection - SIGKILL the real ``osep-nas`` processes at chosen moments
+and check that nothing is lost, nothing is half-written and the resumed run ends exactly
+where an uninterrupted one does.
+
+The processes are the real command line run by a small driver (``DRIVER`` below) that
+can install one fault hook before calling ``osep_nas.cli.main``:
+
+* ``step:N``            park (sleep) right before the N-th optimizer step: a kill mid-epoch;
+* ``save:NAME:N``       the N-th ``torch.save`` into a temp file of NAME writes half its
+  bytes, fsyncs them, then parks: a kill in the middle of writing a checkpoint;
+* ``trial:K``           park at the start of search trial K: a kill mid-trial;
+* ``replace:NAME:N``    park right before the N-th rename onto NAME (the new content is
+  complete in its temp file): a kill in the middle of an atomic write.
+
+A parked process writes a marker file; the test then SIGKILLs it, so every kill lands
+exactly where intended (no timing luck).  ``test_fault_sigkill_at_random_moments`` adds
+kills at random times.  Covered elsewhere, not repeated here: a kill between epochs
+(tests/test_train.py::test_sigkill_then_resume_matches_uninterrupted), a kill after a few
+search trials, a simulated out-of-memory trial recorded as failed while the search goes on
+(tests/test_search.py::test_sigkill_then_resume_equals_uninterrupted,
+::test_failing_trial_is_recorded_and_the_search_goes_on).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+import torch
+
+from osep_nas.checkpoint import load_checkpoint
+
+DRIVER = r'''
+import io, os, sys, time
+from pathlib import Path
+
+hook, marker = os.environ.get("FAULT_HOOK", ""), os.environ.get("FAULT_MARKER", "")
+
+
+def park(note):
+    Path(marker).write_text(note)
+    time.sleep(3600)
+
+
+def install(spec):
+    kind, _, rest = spec.partition(":")
+    if kind == "step":
+        import torch
+        target, orig, seen = int(rest), torch.optim.SGD.step, [0]
+
+        def step(self, *a, **k):
+            seen[0] += 1
+            if seen[0] == target:
+                park(f"before step {target}")
+            return orig(self, *a, **k)
+
+        torch.optim.SGD.step = step
+    elif kind == "save":
+        import torch
+        name, n = rest.rsplit(":", 1)
+        target, orig, seen = int(n), torch.save, [0]
+
+        def save(obj, f, *a, **k):
+            path = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+            if f".{name}." in os.path.basename(path):  # atomic_open's temp file of NAME
+                seen[0] += 1
+                if seen[0] == target:
+                    buf = io.BytesIO()
+                    orig(obj, buf, *a, **k)
+                    data = buf.getvalue()
+                    f.write(data[: len(data) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    park(f"half of {len(data)} bytes of {name} written")
+            return orig(obj, f, *a, **k)
+
+        torch.save = save
+    elif kind == "trial":
+        import strategies.search as S
+        target, orig = int(rest), S.proxy_train
+
+        def trainer(candidate, ctx):
+            if ctx.index == target:
+                park(f"in trial {target}")
+            return orig(candidate, ctx)
+
+        S.proxy_train = trainer
+    elif kind == "replace":
+        name, n = rest.rsplit(":", 1)
+        target, orig, seen = int(n), os.replace, [0]
+
+        def replace(src, dst, *a, **k):
+            if os.path.basename(str(dst)) == name:
+                seen[0] += 1
+                if seen[0] == target:
+                    park(f"before rename {target} onto {name}")
+            return orig(src, dst, *a, **k)
+
+        os.replace = replace
+    elif spec:
+        raise SystemExit(f"unknown FAULT_HOOK {spec!r}")
+
+
+install(hook)
+from osep_nas.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+TRAIN = ["train", "--model", "resnet20", "--set", "model.width_mult=0.25", "--set", "data.image_size=8",
+         "--set", "data.padding=1", "--set", "data.batch_size=32", "--set", "data.cutout=2",
+         "--set", "data.color_jitter=0.2", "--set", "max_steps_per_epoch=4", "--set", "training.tensorboard=false",
+         "--set", "optim.schedule=exponential", "--set", "optim.gamma=0.7", "--set", "optim.step_epochs=0.5",
+         "--set", "training.seed=5", "--epochs", "3", "--device", "cpu", "--quiet"]
+STEPS_PER_EPOCH = 4
+SEARCH = ["search", "--seed", "3", "--trials", "6", "--set", "search.population_size=3", "--set",
+          "search.sample_size=2", "--set", "space.op_candidates=osep_3x3,max_pool_3x3,skip_connect",
+          "--set", "space.num_nodes=2", "--set", "proxy.init_channels=2", "--set", "proxy.steps=8",
+          "--set", "proxy.batch_size=16", "--set", "output.plots=false", "--quiet"]
+TIMING_KEYS = {"images_per_s", "data_time_share", "epoch_time_s", "train_s", "wall_s", "search_wall_s"}
+
+
+class Driver:
+    """Runs the command line in a child process, optionally with a fault hook."""
+
+    def __init__(self, folder: Path):
+        self.script = folder / "fault_driver.py"
+        self.script.write_text(DRIVER)
+        self.folder = folder
+
+    def env(self, hook: str = "", marker: Optional[Path] = None) -> Dict[str, str]:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FAULT_HOOK=hook,
+                   FAULT_MARKER=str(marker or ""))
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def run(self, argv: List[str], timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, str(self.script), *argv], env=self.env(), cwd=self.folder,
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"{argv[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        return proc
+
+    def kill_at(self, argv: List[str], hook: str, timeout: float = 300) -> str:
+        """Run with ``hook``, wait until it parks, SIGKILL it; returns the park note."""
+        marker = self.folder / f"parked-{time.monotonic_ns()}"
+        proc = subprocess.Popen([sys.executable, str(self.script), *argv], env=self.env(hook, marker),
+                                cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + timeout
+        try:
+            while not marker.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            assert marker.exists(), (f"never reached {hook} (exit {proc.poll()}):\n"
+                                     f"{proc.stderr.read()[-3000:] if proc.poll() is not None else ''}")
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=60)
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+        return marker.read_text()
+
+    def kill_in_window(self, argv: List[str], out: Path, delay: float) -> bool:
+        """Start, wait until OUT/config.yaml is (re)written - the trainer writes it right
+        before its first epoch - then SIGKILL ``delay`` seconds later unless it ends first.
+        True when it was killed."""
+        start = time.time()
+        proc = subprocess.Popen([sys.executable, str(self.script), *argv], env=self.env(), cwd=self.folder,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cfg = out / "config.yaml"
+        try:
+            while proc.poll() is None and not (cfg.exists() and cfg.stat().st_mtime >= start - 1.0):
+                time.sleep(0.005)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+        assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
+        return proc.returncode == -signal.SIGKILL
+
+
+def metrics(out: Path) -> List[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_training(ref: Path, out: Path) -> None:
+    """Bit-identical weights, optimizer state and RNG; the same metrics, each epoch once."""
+    a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(out / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pid, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"]), pid
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert metrics(out) == metrics(ref)
+    assert [m["epoch"] for m in metrics(out)] == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Driver:
+    return Driver(tmp_path_factory.mktemp("driver"))
+
+
+@pytest.fixture(scope="module")
+def reference(driver) -> Tuple[Path, float]:
+    """The uninterrupted run and how long its training took (config.yaml to summary.json)."""
+    out = driver.folder / "reference"
+    driver.run([*TRAIN, "--out", str(out)])
+    return out, (out / "summary.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime
+
+
+@pytest.fixture
+def reference_run(reference) -> Path:
+    return reference[0]
+
+
+@pytest.mark.slow
+def test_fault_sigkill_mid_epoch_then_resume_is_bit_exact(driver, reference_run, tmp_path):
+    out = tmp_path / "run"
+    note = driver.kill_at([*TRAIN, "--out", str(out)], f"step:{STEPS_PER_EPOCH + 2}")  # inside epoch 2
+    assert note == f"before step {STEPS_PER_EPOCH + 2}"
+    ckpt = load_checkpoint(out / "last.pt", required=("model", "optimizer", "scheduler", "rng", "epoch"))
+    assert ckpt["epoch"] == 1  # epoch 2 was lost in flight, epoch 1 is whole
+    assert [m["epoch"] for m in metrics(out)] == [1]
+    driver.run([*TRAIN, "--out", str(out), "--resume"])
+    assert_same_training(reference_run, out)
+
+
+@pytest.mark.slow
+def test_fault_sigkill_mid_checkpoint_write_then_resume_is_bit_exact(driver, reference_run, tmp_path):
+    out = tmp_path / "run"
+    note = driver.kill_at([*TRAIN, "--out", str(out)], "save:last.pt:2")  # while writing epoch 2's last.pt
+    assert note.startswith("half of") and "last.pt" in note
+    torn = list(out.glob(".last.pt.*.tmp"))
+    assert len(torn) == 1 and torn[0].stat().st_size > 0  # the half-written bytes went to a temp file...
+    ckpt = load_checkpoint(out / "last.pt")  # ...never to last.pt, which still loads: epoch 1
+    assert ckpt["epoch"] == 1
+    assert [m["epoch"] for m in metrics(out)] == [1, 2]  # epoch 2's line was written before its checkpoint
+    driver.run([*TRAIN, "--out", str(out), "--resume"])  # drops the line of the lost epoch, redoes it
+    assert_same_training(reference_run, out)
+
+
+@pytest.mark.slow
+def test_fault_sigkill_mid_first_checkpoint_write_then_resume(driver, reference_run, tmp_path):
+    """Killed while writing the FIRST last.pt: the folder holds config.yaml and epoch 1's
+    metrics line but no checkpoint; --resume must start over (nothing was lost that a
+    checkpoint held) rather than refuse the folder forever."""
+    out = tmp_path / "run"
+    driver.kill_at([*TRAIN, "--out", str(out)], "save:last.pt:1")
+    assert not (out / "last.pt").exists() and (out / "metrics.jsonl").exists()
+    driver.run([*TRAIN, "--out", str(out), "--resume"])
+    assert_same_training(reference_run, out)
+
+
+@pytest.mark.slow
+def test_fault_sigkill_at_random_moments(driver, reference, tmp_path):
+    """Kill the same run again and again at random moments of its training (the fresh
+    start, then the resumes), then let it finish: the end state is the uninterrupted one."""
+    ref, window = reference
+    out = tmp_path / "run"
+    rng = random.Random(int(os.environ.get("FAULT_SEED", "1")))
+
+    def finished() -> bool:
+        return (out / "last.pt").exists() and load_checkpoint(out / "last.pt")["epoch"] == 3
+
+    def argv() -> List[str]:
+        return [*TRAIN, "--out", str(out)] + (["--resume"] if (out / "last.pt").exists() else [])
+
+    kills = 0
+    for _ in range(3):
+        if finished():
+            break
+        if driver.kill_in_window(argv(), out, rng.uniform(0.0, 1.0) * window):
+            kills += 1
+            if (out / "last.pt").exists():
+                assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2, 3)  # whole, whenever the kill came
+    assert kills >= 1, "every run completed before its kill"
+    if not finished():
+        driver.run(argv())
+    assert_same_training(ref, out)
+
+
+def _records(out: Path) -> List[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+            for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+def _state(out: Path) -> dict:
+    state = json.loads((out / "state.json").read_text())  # always whole JSON
+    assert state["format"] == "osep-nas-search"
+    return state["evolution"]
+
+
+@pytest.mark.slow
+def test_fault_search_sigkill_mid_trial_and_mid_state_write(driver, tmp_path):
+    """A search killed inside trial 2, resumed and killed again while renaming state.json
+    into place, then resumed to the end: every trial once, the uninterrupted front."""
+    ref = tmp_path / "ref"
+    driver.run([*SEARCH, "--out", str(ref)])
+    out = tmp_path / "killed"
+    assert driver.kill_at([*SEARCH, "--out", str(out)], "trial:2") == "in trial 2"
+    state = _state(out)
+    assert len(state["history"]) == 2 and len(state["pending"]) == 1  # trial 2 asked, not lost
+    assert [r["trial"] for r in _records(out)] == [0, 1]
+    # resume, and kill while the state after trial 3 is renamed into place: rename 1 is the
+    # start-up save, 2 the state after trial 2, 3 the pending trial 3, 4 the state after trial 3
+    note = driver.kill_at([*SEARCH, "--out", str(out), "--resume"], "replace:state.json:4")
+    assert note == "before rename 4 onto state.json"
+    state = _state(out)
+    assert len(state["history"]) == 3 and len(state["pending"]) == 1  # the old state, whole
+    driver.run([*SEARCH, "--out", str(out), "--resume"])
+    done, want = _records(out), _records(ref)
+    assert [r["trial"] for r in done] == list(range(6))  # none lost, none counted twice
+    assert done == want
+    front = lambda d: json.loads((d / "summary.json").read_text())["front"]  # noqa: E731
+    assert front(out) == front(ref)
+    assert (out / "pareto.yaml").read_text() == (ref / "pareto.yaml").read_text()
