@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Union
@@ -85,7 +86,9 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty checkpoint file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a refused pickle: one error line, no warning lines
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = " ".join(str(exc).split())
         found = re.search(r"(unsupported (global|operand):?\s+(GLOBAL\s+)?[\w.]+)", text, re.IGNORECASE)

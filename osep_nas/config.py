@@ -38,6 +38,8 @@ import dataclasses
 import difflib
 import math
 import os
+import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_args, get_origin, get_type_hints
@@ -47,10 +49,11 @@ import yaml
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "OptimConfig", "TrainingConfig",
     "load_config", "config_to_dict", "config_to_yaml", "parse_override", "DATASETS", "SCHEDULES",
-    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES", "strict_yaml_load", "short_repr",
 ]
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything huge
+MAX_CONFIG_VALUES = 10000  # values (nodes) a config mapping may hold when copied
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
 SCHEDULES = ("cosine", "step", "linear", "exponential")
 CROPS = ("auto", "pad", "resized", "none")
@@ -82,7 +85,7 @@ class ModelConfig:
     name: Optional[str] = _f(None, "model name for osep_nas.models.create_model ('darts' or unset with a genotype)")
     genotype: Optional[str] = _f(None, "DARTS genotype: a name in osep_nas.genotypes (O_DARTS), its text, or a file")
     init_channels: Optional[int] = _f(None, "DARTS networks: initial channels (unset: 36 CIFAR, 48 ImageNet, "
-                                            "or the named model's default)", check="positive")
+                                            "or the named model's default)", check="positive", hi=4096)
     layers: Optional[int] = _f(None, "DARTS networks: number of cells (unset: 20 CIFAR, 14 ImageNet, or the named "
                                      "model's default)", check="positive")
     auxiliary: bool = _f(False, "DARTS networks: auxiliary tower (its loss is weighted by training.auxiliary_weight)")
@@ -145,7 +148,7 @@ class TrainingConfig:
     auxiliary_weight: float = _f(0.4, "weight of the auxiliary tower's loss", check="nonneg")
     seed: int = _f(0, check="nonneg")
     amp: bool = _f(True, "mixed precision (CUDA only; ignored on CPU)")
-    channels_last: bool = _f(True, "channels-last memory format (oneDNN and cuDNN run grouped and depth-wise convolutions faster in it)")
+    channels_last: bool = _f(True, "channels-last memory format (CUDA only; ignored on CPU, see osep_nas.train)")
     deterministic: bool = _f(True, "deterministic algorithms (CPU resumes are then bit-exact)")
     device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
     sync_bn: bool = _f(False, "DDP: convert BatchNorm to SyncBatchNorm")
@@ -178,6 +181,45 @@ class _StrictSafeLoader(yaml.SafeLoader):
         if getattr(event, "anchor", None) is not None:
             raise ConfigError(f"line {event.start_mark.line + 1}: YAML anchors (&{event.anchor}) are not allowed")
         return super().compose_node(parent, index)
+
+
+# YAML 1.1 only takes floats with a dot and a signed exponent ("1.0e+6"); accept
+# "1e-3" and "1.0e6" as floats too (what anyone writing a learning rate means).
+_StrictSafeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def strict_yaml_load(text: str, source: str) -> Any:
+    """Parse ``text`` as YAML with the strict safe loader (no anchors, no aliases).
+
+    Every problem is one :class:`ConfigError` whose message starts with ``source``.
+    """
+    return _yaml_load(text, source)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = 4
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlong = 40
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """A size-limited ``repr`` for error messages: never formats a whole huge value."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _yaml_load(text: str, source: str) -> Any:
@@ -222,8 +264,7 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_repr(value, 60)
 
 
 def _check_value(path: str, typ: Any, fld: dataclasses.Field, value: Any) -> Any:
@@ -456,9 +497,18 @@ def load_config(path_or_dict: Union[str, "os.PathLike[str]", Mapping[str, Any], 
     return _from_mapping(raw, source, schema)
 
 
-def _deep_copy(obj: Any) -> Any:
+def _deep_copy(obj: Any, budget: Optional[List[int]] = None) -> Any:
+    """Copy nested dicts/lists, counting nodes: a mapping whose shared references expand
+    to more than ``MAX_CONFIG_VALUES`` values is refused, not expanded."""
+    if budget is None:
+        budget = [MAX_CONFIG_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"config: too large (over {MAX_CONFIG_VALUES} values)")
     if isinstance(obj, dict):
-        return {k: _deep_copy(v) for k, v in obj.items()}
+        return {k: _deep_copy(v, budget) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_deep_copy(v) for v in obj]
+        return [_deep_copy(v, budget) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_deep_copy(v, budget) for v in obj)
     return obj

@@ -18,10 +18,14 @@ from osep_nas.plan import OSepPlan, _pair, osep_plan, shuffle_permutation
 
 IMPLS = ("fast", "reference")
 #: grouped KxK convolutions with at most this many input channels per group run as
-#: depth-wise + sum in the fast form (measured in benchmarks/op_speed.py)
+#: depth-wise + sum in the fast form.  Off (0): on the 2-core CPU it measured slower than
+#: oneDNN's grouped convolution (benchmarks/op_speed.py); raise it to try it elsewhere.
 DWSUM_MAX_IN_PER_GROUP = 0
-#: a grouped 1x1 after a shuffle with at most this many groups runs as one dense 1x1
-FOLD_MAX_GROUPS = 4
+#: a grouped 1x1 after a shuffle with at most this many groups runs as one dense 1x1 with
+#: the shuffle folded into its weight.  Off (0) by default: it only paid in channels-last on
+#: CPU (about 1.4x on o-ResNet20), which the trainer cannot use there (see osep_nas.train),
+#: and it executes g times the counted multiply-adds of that 1x1.  Set 4 to use it.
+FOLD_MAX_GROUPS = 0
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

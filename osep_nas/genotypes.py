@@ -128,14 +128,14 @@ def _check_edges(edges: Any, field: str) -> List[Tuple[str, int]]:
                                  f"got {sorted(map(str, edge))}")
             edge = (edge["op"], edge["input"])
         if isinstance(edge, (str, bytes)) or not isinstance(edge, (list, tuple)) or len(edge) != 2:
-            raise ValueError(f"genotype {where} must be an (op, input) pair, got {edge!r:.80}")
+            raise ValueError(f"genotype {where} must be an (op, input) pair, got {_short(edge)}")
         op, index = edge
         if not isinstance(op, str):
-            raise ValueError(f"genotype {where}: op name must be a string, got {op!r:.80}")
+            raise ValueError(f"genotype {where}: op name must be a string, got {_short(op)}")
         if op not in OPS:
-            raise ValueError(f"genotype {where}: unknown op {op!r:.80}; known ops: {', '.join(OPS)}")
+            raise ValueError(f"genotype {where}: unknown op {_short(op)}; known ops: {', '.join(OPS)}")
         if not _is_int(index):
-            raise ValueError(f"genotype {where} ({op}): input index must be an integer, got {index!r:.80}")
+            raise ValueError(f"genotype {where} ({op}): input index must be an integer, got {_short(index)}")
         node = pos // 2
         if not 0 <= index <= node + 1:
             raise ValueError(f"genotype {where} ({op}, {index}): input index out of range, node {node} "
@@ -156,7 +156,7 @@ def _check_concat(concat: Any, field: str, num_nodes: int) -> List[int]:
     out: List[int] = []
     for k in concat:
         if not _is_int(k):
-            raise ValueError(f"genotype field '{field}': state index must be an integer, got {k!r:.80}")
+            raise ValueError(f"genotype field '{field}': state index must be an integer, got {_short(k)}")
         if not 0 <= k <= num_nodes + 1:
             raise ValueError(f"genotype field '{field}': state index {k} out of range 0..{num_nodes + 1} "
                              f"(a cell with {num_nodes} nodes)")
@@ -478,17 +478,24 @@ def parse_genotype(text: Union[str, bytes]) -> Genotype:
 
 
 def _yaml_load(text: str, json_error: Optional[Exception] = None) -> Any:
-    import yaml
+    from osep_nas.config import ConfigError, strict_yaml_load
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        return strict_yaml_load(text, "genotype text")
+    except ConfigError as exc:
+        msg = str(exc)
+        msg = msg[len("genotype text: "):] if msg.startswith("genotype text: ") else msg
         if json_error is not None:
-            raise ValueError(f"genotype text is neither valid JSON ({json_error}) nor YAML ({first})") from None
-        raise ValueError(f"genotype text is not a Genotype(...) repr, JSON or valid YAML: {first}") from None
+            raise ValueError(f"genotype text is neither valid JSON ({json_error}) nor YAML ({msg})") from None
+        raise ValueError(f"genotype text is not a Genotype(...) repr, JSON or valid YAML: {msg}") from None
     except RecursionError:
         raise ValueError("genotype YAML is nested too deeply") from None
+
+
+def _short(value: Any) -> str:
+    from osep_nas.config import short_repr
+
+    return short_repr(value, 80)
 
 
 # -- files and command-line arguments -----------------------------------------------------
@@ -499,11 +506,18 @@ def load_genotype(path: Union[str, "os.PathLike[str]"]) -> Genotype:
         raise FileNotFoundError(f"genotype file not found: {p}")
     if p.is_dir():
         raise ValueError(f"genotype path is a folder, not a file: {p}")
+    if not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
+    limit = MAX_TEXT_CHARS * 4
     size = p.stat().st_size
-    if size > MAX_TEXT_CHARS * 4:
+    if size > limit:
         raise ValueError(f"genotype file {p} is too large ({size} bytes)")
+    with open(p, "rb") as fh:
+        data = fh.read(limit + 1)  # bounded even if the file grows or lies about its size
+    if len(data) > limit:
+        raise ValueError(f"genotype file {p} is too large (over {limit} bytes)")
     try:
-        return parse_genotype(p.read_bytes())
+        return parse_genotype(data)
     except ValueError as exc:
         raise ValueError(f"{p}: {exc}") from None
 
@@ -622,11 +636,11 @@ def arch_to_genotype(arch: Mapping[str, Any]) -> Genotype:
                         raise ValueError(f"arch '{cell}/input_{i}_{k}' must choose exactly one input, got {j!r}")
                     j = j[0]
                 if not _is_int(j):
-                    raise ValueError(f"arch '{cell}/input_{i}_{k}' must be an input index, got {j!r:.60}")
+                    raise ValueError(f"arch '{cell}/input_{i}_{k}' must be an input index, got {_short(j)}")
                 if not 0 <= j < i:
                     raise ValueError(f"arch '{cell}/input_{i}_{k}' = {j}: node {i} can only take inputs 0..{i - 1}")
                 if not isinstance(entry["op"], str):
-                    raise ValueError(f"arch '{cell}/op_{i}_{k}' must be an op name, got {entry['op']!r:.60}")
+                    raise ValueError(f"arch '{cell}/op_{i}_{k}' must be an op name, got {_short(entry['op'])}")
                 edges.append((entry["op"], j))
         edges_of[cell] = edges
     return validate_genotype(Genotype(

@@ -369,6 +369,9 @@ def osep_plan(
     return _osep_plan_cached(*args)
 
 
+MAX_CHANNELS = 65536  # far beyond any real layer; larger sizes only exhaust memory
+
+
 @functools.lru_cache(maxsize=4096)
 def _osep_plan_cached(
     in_channels: int,
@@ -385,6 +388,9 @@ def _osep_plan_cached(
     """Uncached body of :func:`osep_plan`."""
     c_in = _positive_int(in_channels, "in_channels")
     c_out = _positive_int(out_channels, "out_channels")
+    for name, c in (("in_channels", c_in), ("out_channels", c_out)):
+        if c > MAX_CHANNELS:
+            raise ValueError(f"{name} must be at most {MAX_CHANNELS}, got {c}")
     ksize = _pair(kernel_size, "kernel_size")
     dil = _pair(dilation, "dilation")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating)) or not gamma > 0 \

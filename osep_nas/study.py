@@ -65,7 +65,7 @@ class RunSpec:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"  # never "." or ".."
 
 
 def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:

@@ -260,7 +260,9 @@ def _check_out(out: Path, resume: bool) -> None:
     if out.exists():
         if not os.access(out, os.W_OK | os.X_OK):
             raise ValueError(f"training.out: output folder not writable: {out}")
-        if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
+        # a run is resumable only once its first last.pt is written; a folder killed before
+        # that (config.yaml, a metrics line, no checkpoint) is started over
+        if not resume and (out / "last.pt").exists():
             raise ValueError(f"training.out: {out} already holds a training run; pass --resume to continue it "
                              f"or choose another --out")
         return
@@ -396,15 +398,21 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     rank0 = dctx.rank == 0
     cuda = device.type == "cuda"
     use_amp = bool(tc.amp and cuda)
-    channels_last = bool(tc.channels_last)  # faster on CPU too (oneDNN), measured in benchmarks/
+    # CUDA only: on CPU, torch 2.14.1 aborts with heap corruption in the channels-last backward
+    # of NetworkImageNet (seen here), although channels-last is faster for ResNets there.
+    channels_last = bool(tc.channels_last and cuda)
 
     # ---- validate everything before OUT is touched
     _check_out(out, tc.resume)
     ckpt = None
     last_path = out / "last.pt"
-    if tc.resume:
-        if not last_path.exists():
+    if tc.resume and not last_path.exists():
+        started = any((out / name).exists() for name in ("config.yaml", "metrics.jsonl"))
+        if not started:
             raise FileNotFoundError(f"nothing to resume: no checkpoint at {last_path}")
+        # killed before its first checkpoint: nothing a checkpoint held is lost; start over
+        log.info("%s: no checkpoint yet; starting from epoch 0", out)
+    elif tc.resume:
         ckpt = load_checkpoint(last_path, map_location="cpu", required=RESUME_KEYS)
         done = ckpt["epoch"]
         if not isinstance(done, int) or done < 0:
@@ -413,6 +421,10 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
             raise ValueError(f"training.epochs: {tc.epochs}, but {last_path} already holds {done} epochs")
     _seed_all(tc.seed)
     train_loader, test_loader, info = build_loaders(cfg, device=device, rank=dctx.rank, world_size=dctx.world_size)
+    n_data = int(info["num_classes"])
+    if cfg.model.num_classes and cfg.model.num_classes < n_data:
+        raise ValueError(f"model.num_classes: {cfg.model.num_classes}, but {cfg.data.dataset} has {n_data} classes "
+                         f"(labels 0..{n_data - 1})")
     builder = model_builder or build_model
     model = builder(cfg, info)
     if not isinstance(model, nn.Module):
@@ -473,8 +485,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
         except OSError as exc:
             raise ValueError(f"training.out: cannot create {out}: {exc.strerror or exc}") from None
         atomic_write_text(out / "config.yaml", config_to_yaml(cfg))
-        if ckpt is not None:
-            _trim_metrics(out / "metrics.jsonl", start_epoch)
+        _trim_metrics(out / "metrics.jsonl", start_epoch)  # a fresh start drops a killed run's lines
     writer = None
     if rank0 and cfg.training.tensorboard:
         try:

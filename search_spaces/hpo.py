@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Union
 
+from osep_nas.config import short_repr
 from osep_nas.genotypes import CELL_TYPES, Genotype, arch_label, arch_to_genotype, genotype_to_arch
 from osep_nas.ops import OPS
 from search_spaces.presets import PRESETS, resolve_op_candidates  # noqa: F401  (PRESETS re-exported)
@@ -97,12 +98,12 @@ def check_search_space(obj_or_path: Union[Mapping[str, Any], str, "os.PathLike[s
             raise ValueError(f"{path}: file too large for a search space ({path.stat().st_size} bytes)")
         text = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix.lower() in (".yml", ".yaml"):
-            import yaml
+            from osep_nas.config import strict_yaml_load
 
             try:
-                space = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+                space = strict_yaml_load(text, str(path))  # no anchors/aliases: no alias bombs
+            except RecursionError:
+                raise ValueError(f"{path}: YAML nested too deeply") from None
         else:
             try:
                 space = json.loads(text)
@@ -127,7 +128,7 @@ def check_search_space(obj_or_path: Union[Mapping[str, Any], str, "os.PathLike[s
         if i < 2 or k > 1:
             raise ValueError(f"{where}: key {key!r}: node index must be >= 2 and edge index 0 or 1")
         if not isinstance(spec, Mapping) or "_type" not in spec or "_value" not in spec:
-            raise ValueError(f"{where}: key {key!r} must be {{\"_type\": \"choice\", \"_value\": [...]}}, got {spec!r:.80}")
+            raise ValueError(f"{where}: key {key!r} must be {{\"_type\": \"choice\", \"_value\": [...]}}, got {short_repr(spec)}")
         extra = set(spec) - {"_type", "_value"}
         if extra:
             raise ValueError(f"{where}: key {key!r} has unexpected field(s) {sorted(map(str, extra))}")
@@ -135,17 +136,17 @@ def check_search_space(obj_or_path: Union[Mapping[str, Any], str, "os.PathLike[s
             raise ValueError(f"{where}: key {key!r} has _type {spec['_type']!r}; only 'choice' is valid here")
         values = spec["_value"]
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{where}: key {key!r}: _value must be a non-empty list, got {values!r:.80}")
+            raise ValueError(f"{where}: key {key!r}: _value must be a non-empty list, got {short_repr(values)}")
         if kind == "op":
             for v in values:
                 if not isinstance(v, str) or v not in OPS:
-                    raise ValueError(f"{where}: key {key!r}: unknown op {v!r:.60}; known ops: {', '.join(OPS)}")
+                    raise ValueError(f"{where}: key {key!r}: unknown op {short_repr(v, 60)}; known ops: {', '.join(OPS)}")
                 if v not in ops_seen:
                     ops_seen.append(v)
         else:
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < i:
-                    raise ValueError(f"{where}: key {key!r}: input choice {v!r:.60} is not an input of node {i} "
+                    raise ValueError(f"{where}: key {key!r}: input choice {short_repr(v, 60)} is not an input of node {i} "
                                      f"(valid: 0..{i - 1})")
         if len(set(map(repr, values))) != len(values):
             raise ValueError(f"{where}: key {key!r}: _value lists a choice twice")

@@ -216,16 +216,20 @@ def _fill_cheap(records: List[Dict[str, Any]], profile: Dict[str, Any]) -> None:
 
 
 def _search_objectives(folder: Path) -> Optional[List[str]]:
-    import yaml
+    from osep_nas.config import ConfigError, strict_yaml_load
 
     for name in ("summary.json", "config.yaml"):
         p = folder / name
         if not p.is_file():
             continue
         try:
-            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            doc = strict_yaml_load(p.read_text(encoding="utf-8"), str(p))  # refuses alias bombs
+        except (OSError, UnicodeDecodeError, RecursionError):
             continue
+        except ConfigError as exc:
+            if "not valid YAML" in str(exc):
+                continue
+            raise
         if not isinstance(doc, dict):
             continue
         objs = doc.get("objectives") or (doc.get("search") or {}).get("objectives")

@@ -91,7 +91,7 @@ class SpaceSection:
     """The DARTS cell space."""
     op_candidates: str = _f("osep", "preset of search_spaces.presets (osep | darts | darts+osep) or "
                             "comma-separated op names")
-    num_nodes: int = _f(4, "intermediate nodes per cell (2 inputs each)", check="positive")
+    num_nodes: int = _f(4, "intermediate nodes per cell (2 inputs each)", check="positive", hi=64)
     exclude_none: bool = _f(True, "leave the 'none' op out, as DARTS' derivation does")
     distinct_inputs: bool = _f(False, "the two edges of a node read different states (DARTS' derivation); "
                                "default: each edge picks its input freely, as in the NNI space")
@@ -108,7 +108,7 @@ class ProxySection:
                               check="positive", hi=1.0, hi_open=True)
     max_test_images: Optional[int] = _f(None, "evaluate on the first N test images only (unset: all)",
                                         check="positive")
-    init_channels: int = _f(2, "channels of the first cell of the proxy network", check="positive")
+    init_channels: int = _f(2, "channels of the first cell of the proxy network", check="positive", hi=1024)
     layers: int = _f(3, "cells of the proxy network (>= 3: reduction cells at layers//3 and 2*layers//3)",
                      check="positive")
     steps: int = _f(80, "SGD steps per trial", check="positive")
@@ -527,7 +527,13 @@ def run_search(config: Union[SearchConfig, Mapping[str, Any], str, "Path", None]
     core = _make_core(cfg, setup.space)
     state = _check_out(out, cfg, resume)
     if state is not None:
-        core.load_state_dict(state["evolution"])
+        try:
+            core.load_state_dict(state["evolution"])
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            if isinstance(exc, KeyError):
+                detail = f"missing {detail}"
+            raise ValueError(f"{out / 'state.json'}: malformed search state ({detail})") from None
     out.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=str(out)))
     atomic_write_text(out / "config.yaml", config_to_yaml(cfg))

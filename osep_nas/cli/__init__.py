@@ -112,6 +112,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         print(f"osep-nas {args._name}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as exc:
+        print(f"osep-nas {args._name}: error: out of memory: {_one_line(exc) or 'the sizes given are too large'}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if "can't allocate memory" not in text and "out of memory" not in text:
+            raise
+        print(f"osep-nas {args._name}: error: out of memory: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"osep-nas {args._name}: interrupted", file=sys.stderr)
         return 130

@@ -136,7 +136,7 @@ def evaluate_checkpoint(path: str, data: Optional[str] = None) -> Dict[str, Any]
 
     from osep_nas import count_flops, count_params
     from osep_nas.checkpoint import load_checkpoint, load_model_state
-    from osep_nas.config import load_config
+    from osep_nas.config import ConfigError, load_config
     from osep_nas.data import build_loaders
     from osep_nas.train import build_model, evaluate
 
@@ -145,7 +145,12 @@ def evaluate_checkpoint(path: str, data: Optional[str] = None) -> Dict[str, Any]
     state = load_checkpoint(path, required=("model", "config"))
     if not isinstance(state["config"], dict):
         raise ValueError(f"{path}: the stored config is not a mapping")
-    cfg = load_config(state["config"], [f"data.root={data}"] if data is not None else [])
+    # never trust the stored config to download anything; --data replaces the data folder
+    overrides = ["data.download=false"] + ([f"data.root={data}"] if data is not None else [])
+    try:
+        cfg = load_config(state["config"], overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: stored config: {exc}") from None
     _, test_loader, info = build_loaders(cfg, device="cpu")
     model = build_model(cfg, info)
     load_model_state(model, state["model"], source=str(path))
