@@ -12,6 +12,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel "setuptools<81"
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@# build the native osep CPU kernel now (about 30 s, cached by torch) rather than in the first run
+	$(PY) -c "from osep_nas import kernels; print('native osep CPU kernel:', 'built' if kernels.available() else 'unavailable, PyTorch fallback')"
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -10,8 +10,8 @@ A config has four sections, each a dataclass with typed, defaulted fields::
     optim:    lr, lr_min, momentum, weight_decay, nesterov, label_smoothing,
               grad_clip, schedule, milestones, gamma, step_epochs
     training: epochs, auxiliary_weight, seed, amp, channels_last, deterministic,
-              device, sync_bn, out, resume, log_every, max_steps_per_epoch,
-              tensorboard
+              device, sync_bn, out, resume, log_every, log_steps,
+              max_steps_per_epoch, tensorboard
 
 Rules (every violation is one :class:`ConfigError`, a ``ValueError``, whose message
 names the key path, e.g. ``optim.lr: expected a number, got 'fast'``):
@@ -151,10 +151,13 @@ class TrainingConfig:
     channels_last: bool = _f(True, "channels-last memory format (CUDA only; ignored on CPU, see osep_nas.train)")
     deterministic: bool = _f(True, "deterministic algorithms (CPU resumes are then bit-exact)")
     device: str = _f("auto", "auto | cpu | cuda", choices=DEVICES)
-    sync_bn: bool = _f(False, "DDP: convert BatchNorm to SyncBatchNorm")
+    sync_bn: bool = _f(False, "DDP: synchronized BatchNorm across ranks (CUDA: nn.SyncBatchNorm; CPU: "
+                              "osep_nas.sync_batchnorm.SyncBatchNorm2d)")
     out: str = _f("runs/train", "output folder (metrics.jsonl, tb/, last.pt, best.pt, summary.json)")
     resume: bool = _f(False, "continue from OUT/last.pt")
-    log_every: int = _f(50, "steps between progress-bar / TensorBoard step updates", check="positive")
+    log_every: int = _f(50, "steps between progress-bar updates (and steps.jsonl lines)", check="positive")
+    log_steps: bool = _f(False, "write OUT/steps.jsonl: the global batch's training loss and lr every log_every "
+                                "steps")
     max_steps_per_epoch: Optional[int] = _f(None, "cap on training steps per epoch (quick runs)", check="positive")
     tensorboard: bool = _f(True, "write TensorBoard scalars to OUT/tb")
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osep_nas import kernels
 from osep_nas.plan import OSepPlan, _pair, osep_plan, shuffle_permutation
 
 IMPLS = ("fast", "reference")
@@ -26,6 +27,11 @@ DWSUM_MAX_IN_PER_GROUP = 0
 #: CPU (about 1.4x on o-ResNet20), which the trainer cannot use there (see osep_nas.train),
 #: and it executes g times the counted multiply-adds of that 1x1.  Set 4 to use it.
 FOLD_MAX_GROUPS = 0
+#: a stride-1 1x1 convolution on CPU with at least this many pixels per channel runs as a
+#: batched matrix product (``torch.matmul``): on the 2-core CPU oneDNN's NCHW 1x1
+#: convolution took about 4x longer forward+backward at 32x32 (benchmarks/RESULTS.md),
+#: while at 16x16 and below oneDNN was as fast or faster.
+MATMUL_MIN_PIXELS = 1024
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -126,6 +132,11 @@ class OSepConv2d(nn.Module):
     def _fast_schedule(self) -> List[str]:
         """How each convolution runs in the fast form (same weights, same function).
 
+        * ``"native"``: a grouped KxK convolution with at most
+          ``kernels.MAX_IN_PER_GROUP`` input channels per group runs through the direct
+          CPU kernel of :mod:`osep_nas.kernels` where that kernel covers the call (CPU,
+          float, stride 1), else through ``F.conv2d``.  oneDNN's grouped convolution is
+          slow for such narrow groups, most of all in the backward pass.
         * ``"dwsum"``: a grouped KxK convolution with few input channels per group runs as
           a depth-wise convolution with a channel multiplier, then a sum over each group's
           inputs; the sum writes its result directly in shuffled order, so the shuffle
@@ -134,6 +145,9 @@ class OSepConv2d(nn.Module):
         * ``"fold"``: a grouped 1x1 convolution with few groups that follows a shuffle runs
           as one dense 1x1 convolution whose weight holds the group blocks at the shuffled
           input positions (zeros elsewhere): no shuffle copy, one large GEMM.
+        * ``"matmul"``: a stride-1 1x1 convolution runs as ``torch.matmul`` of the
+          (groups, out, in) weight with the (batch, groups, in, pixels) input view, on CPU
+          tensors with at least ``MATMUL_MIN_PIXELS`` pixels (else as ``"conv"``).
         * ``"conv"``: the plain grouped convolution (then an explicit shuffle if needed).
         """
         schedule = []
@@ -142,12 +156,17 @@ class OSepConv2d(nn.Module):
             n_in = conv.in_channels // conv.groups
             after_shuffle = i > 0 and self.convs[i - 1].groups > 1
             out_per_group = conv.out_channels // conv.groups
-            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= DWSUM_MAX_IN_PER_GROUP \
+            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.MAX_IN_PER_GROUP \
+                    and (n_in, out_per_group) != (1, 1):
+                schedule.append("native")
+            elif conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= DWSUM_MAX_IN_PER_GROUP \
                     and (n_in, out_per_group) != (1, 1):
                 schedule.append("dwsum")
             elif conv.kernel_size == (1, 1) and after_shuffle and 1 < conv.groups <= FOLD_MAX_GROUPS \
                     and schedule[-1] != "fold" and i == n - 1:
                 schedule.append("fold")
+            elif conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
+                schedule.append("matmul")
             else:
                 schedule.append("conv")
         return schedule
@@ -157,9 +176,17 @@ class OSepConv2d(nn.Module):
         shuffled = False  # x is already in the order the shuffle would give
         for i, (conv, how) in enumerate(zip(self.convs, self._schedule)):
             need_shuffle = i < last and conv.groups > 1 and self._schedule[i + 1] != "fold"
-            if how == "dwsum":
+            if how == "native":
+                x = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
+                                           conv.groups, shuffle_out=need_shuffle)
+                shuffled = need_shuffle
+            elif how == "dwsum":
                 x = _grouped_as_depthwise(x, conv, shuffle_out=need_shuffle)
                 shuffled = need_shuffle
+            elif how == "matmul" and not kernels.tracing_or_counting() and x.device.type == "cpu" \
+                    and x.is_contiguous() and x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS:
+                x = _pointwise_as_matmul(x, conv)
+                shuffled = False
             elif how == "fold":
                 x = F.conv2d(x, _folded_dense_weight(conv, self.convs[i - 1].groups), conv.bias)
                 shuffled = False
@@ -220,6 +247,17 @@ def _grouped_as_depthwise(x: torch.Tensor, conv: nn.Conv2d, shuffle_out: bool) -
             bias = bias.view(g, m).t().reshape(-1)
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+def _pointwise_as_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a stride-1, unpadded 1x1 (grouped) convolution, as one batched matmul."""
+    b, c, h, w = x.shape
+    g = conv.groups
+    n, m = c // g, conv.out_channels // g
+    y = torch.matmul(conv.weight.view(g, m, n), x.reshape(b, g, n, h * w)).view(b, g * m, h, w)
+    if conv.bias is not None:
+        y = y + conv.bias.view(1, -1, 1, 1)
+    return y
 
 
 def _folded_dense_weight(conv: nn.Conv2d, prev_groups: int) -> torch.Tensor:

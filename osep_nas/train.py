@@ -11,6 +11,10 @@ on CUDA.  Outputs in ``training.out`` (written by rank 0 only, every file atomic
   test_top5 (accuracies in percent), lr (at the epoch's first step), images_per_s (all
   ranks), data_time_share (share of the training time spent waiting for batches),
   epoch_time_s, drop_path_prob;
+* ``steps.jsonl``   with ``training.log_steps``: one JSON line every ``training.log_every``
+  steps and at each epoch's last step: epoch (the epoch the step is in, from 1), step
+  (within the epoch, from 1), loss (main head, with label smoothing, averaged over the
+  whole global batch of all ranks), lr;
 * ``tb/``           TensorBoard scalars per epoch;
 * ``last.pt``       checkpoint after every epoch, ``best.pt`` at the best test top-1;
 * ``summary.json``  what :func:`train` returns.
@@ -21,14 +25,17 @@ order (each epoch's batches and augmentations are seeded by (seed, epoch, rank))
 CPU with ``training.deterministic`` a run resumed after any epoch ends with weights
 bit-identical to an uninterrupted run.  Order per epoch: metrics line, best.pt,
 last.pt; a resume drops metrics lines past the checkpoint, so a kill at any moment
-leaves a consistent run.
+leaves a consistent run (the same holds for ``steps.jsonl``).
 
 Distributed: under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) the process group
 is initialised (nccl on GPU, gloo on CPU), the model wrapped in
-DistributedDataParallel (optionally with SyncBatchNorm, ``training.sync_bn``, CUDA
-only).  ``data.batch_size`` is the GLOBAL batch, split across ranks; the learning rate
-is NOT rescaled with the number of ranks: set ``optim.lr`` for the global batch.  Resume
-needs ``OUT`` on a file system every rank sees.
+DistributedDataParallel.  ``training.sync_bn`` converts BatchNorm to synchronized
+BatchNorm: ``nn.SyncBatchNorm`` on CUDA, :class:`osep_nas.sync_batchnorm.SyncBatchNorm2d`
+on CPU (BatchNorm2d layers; same state_dict keys, so checkpoints load either way); a
+DDP step is then the step one process would take on the whole global batch.
+``data.batch_size`` is the GLOBAL batch, split across ranks; the learning rate is NOT
+rescaled with the number of ranks: set ``optim.lr`` for the global batch.  Resume needs
+``OUT`` on a file system every rank sees.
 
 Bad input (unknown key, wrong type, missing data folder, corrupt checkpoint, OUT not
 writable or already holding a run without ``resume``) raises ValueError /
@@ -460,14 +467,16 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
         if isinstance(old_cfg, dict):
             changed = [k for k in _config_diff(old_cfg, config_to_dict(cfg))
                        if k not in ("training.epochs", "training.resume", "training.out", "training.log_every",
-                                    "training.tensorboard", "data.root", "data.workers")]
+                                    "training.log_steps", "training.tensorboard", "data.root", "data.workers")]
             if changed and rank0:
                 log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     if dctx.enabled:
         if tc.sync_bn and cuda:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif tc.sync_bn and rank0:
-            log.warning("training.sync_bn needs CUDA; ignored on CPU")
+        elif tc.sync_bn:
+            from osep_nas.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[dctx.local_rank] if cuda else None)
     raw = _unwrap(model)
     # RNG: restored from the checkpoint, else one stream per rank
@@ -486,6 +495,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
             raise ValueError(f"training.out: cannot create {out}: {exc.strerror or exc}") from None
         atomic_write_text(out / "config.yaml", config_to_yaml(cfg))
         _trim_metrics(out / "metrics.jsonl", start_epoch)  # a fresh start drops a killed run's lines
+        _trim_metrics(out / "steps.jsonl", start_epoch)
     writer = None
     if rank0 and cfg.training.tensorboard:
         try:
@@ -498,6 +508,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     genotype_obj = getattr(raw, "genotype", None)
     genotype_text = str(genotype_obj) if genotype_obj is not None else cfg.model.genotype
     criterion = nn.CrossEntropyLoss(label_smoothing=oc.label_smoothing)
+    step_log = out / "steps.jsonl" if tc.log_steps and rank0 else None
     last_record: Optional[Dict[str, Any]] = None
     end_epoch = tc.epochs if stop_after is None else min(tc.epochs, max(stop_after, start_epoch))
     if rank0:
@@ -507,7 +518,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     try:
         for epoch in range(start_epoch, end_epoch):
             record = _run_epoch(cfg, model, raw, optimizer, scaler, schedule, criterion, train_loader, test_loader,
-                                device, dctx, epoch, use_amp, channels_last, show)
+                                device, dctx, epoch, use_amp, channels_last, show, step_log)
             if record["test_top1"] is not None and record["test_top1"] > best_top1:
                 best_top1, best_epoch, is_best = record["test_top1"], epoch + 1, True
             else:
@@ -561,7 +572,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
 def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
                schedule: LRSchedule, criterion: nn.Module, train_loader: Any, test_loader: Any,
                device: torch.device, dctx: _Dist, epoch: int, use_amp: bool, channels_last: bool,
-               show: bool) -> Dict[str, Any]:
+               show: bool, step_log: Optional[Path] = None) -> Dict[str, Any]:
     tc, oc = cfg.training, cfg.optim
     dp = cfg.model.drop_path_prob * epoch / tc.epochs
     if hasattr(raw, "drop_path_prob"):
@@ -622,6 +633,11 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
                     raise ValueError(f"training diverged: loss {value} at epoch {epoch + 1} step {step + 1}; "
                                      f"lower optim.lr or set optim.grad_clip")
                 bar.set_postfix_str(f"loss {float(loss_sum) / max(seen, 1):.4f} lr {lr:.4g}")
+                if tc.log_steps:  # every rank takes part; rank 0 writes the global batch's mean loss
+                    total, count = dctx.all_sum([value * n, float(n)], device)
+                    if step_log is not None:
+                        append_jsonl(step_log, {"epoch": epoch + 1, "step": step + 1,
+                                                "loss": total / count if count else None, "lr": lr})
     finally:
         bar.close()
     if device.type == "cuda":

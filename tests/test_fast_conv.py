@@ -32,6 +32,7 @@ def test_fast_equals_reference(monkeypatch, force, channels_last):
     if force:  # route every eligible convolution through the fast paths
         monkeypatch.setattr(conv_mod, "DWSUM_MAX_IN_PER_GROUP", 1 << 20)
         monkeypatch.setattr(conv_mod, "FOLD_MAX_GROUPS", 1 << 20)
+        monkeypatch.setattr(conv_mod, "MATMUL_MIN_PIXELS", 1)
     torch.manual_seed(0)
     used = set()
     for cfg in _configs(24):
@@ -51,8 +52,9 @@ def test_fast_equals_reference(monkeypatch, force, channels_last):
         gb = torch.autograd.grad(b.square().sum(), [x, *fast.parameters()])
         for u, v in zip(ga, gb):
             assert torch.allclose(u, v, atol=1e-5, rtol=1e-6), cfg
+    assert "native" in used
     if force:
-        assert {"dwsum", "fold", "conv"} <= used
+        assert {"dwsum", "fold", "conv", "native", "matmul"} <= used
 
 
 def test_unknown_impl_rejected():

@@ -1,0 +1,184 @@
+"""Native CPU kernel for narrow grouped convolutions (few input channels per group).
+
+An osep plan's first convolution is a grouped KxK convolution with 2..4 input channels
+per group.  oneDNN runs those far below its depth-wise speed, above all in the backward
+pass (benchmarks/RESULTS.md).  ``narrow_conv.cpp`` is a direct convolution for that case
+(stride 1, "same"-like padding, any dilation), built once per machine with PyTorch's C++
+extension loader (g++ and ninja needed; the build is cached under
+``$TORCH_EXTENSIONS_DIR``, about 30 s the first time).  Where it cannot be built, or for
+tensors it does not cover (CUDA, half precision, channels-last, strides > 1) and under
+tools that read PyTorch's own operators (TorchScript, tracing and ONNX export,
+``torch.compile``, FlopCounterMode), :func:`grouped_conv2d` falls back to ``F.conv2d``:
+same function, tested to 1e-5 against it.
+
+``OSEP_NAS_NATIVE=0`` turns the kernel off; ``OSEP_NAS_NATIVE=1`` makes a failed build
+an error instead of a one-time warning.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("narrow_conv.cpp")
+#: grouped convolutions with at most this many input channels per group use the kernel
+#: (measured: 2 in/group is where oneDNN is slowest; at 4 in/group oneDNN's forward wins)
+MAX_IN_PER_GROUP = 2
+_DTYPES = (torch.float32, torch.float64)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
+def tracing_or_counting() -> bool:
+    """True under TorchScript, ``torch.jit.trace``/ONNX export, ``torch.compile`` or a
+    Python dispatch mode (FlopCounterMode, FakeTensorMode...): tools that understand
+    PyTorch's own operators, so the fast paths step aside and ``F.conv2d`` runs."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or _is_compiling():
+        return True
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        return _get_current_dispatch_mode() is not None
+    except ImportError:  # pragma: no cover - older torch
+        return False
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+_lock = threading.Lock()
+_module = None
+_failed: Optional[str] = None
+
+
+def _mode() -> str:
+    return os.environ.get("OSEP_NAS_NATIVE", "auto").strip().lower()
+
+
+def _build_name() -> str:
+    """Extension name keyed by source, torch version and CPU (the build uses -march=native)."""
+    cpu = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+        cpu += flags
+    except OSError:
+        pass
+    h = hashlib.sha1((SOURCE.read_text(encoding="utf-8") + torch.__version__ + cpu).encode()).hexdigest()[:12]
+    return f"osep_narrow_conv_{h}"
+
+
+def load():
+    """The compiled extension, building it on first call; ``None`` where unavailable."""
+    global _module, _failed
+    if _mode() in ("0", "off", "false", "no"):
+        return None
+    if _module is not None or _failed is not None:
+        return _module
+    with _lock:
+        if _module is not None or _failed is not None:
+            return _module
+        try:
+            ext_log = logging.getLogger("torch.utils.cpp_extension")
+            level = ext_log.level
+            ext_log.setLevel(logging.ERROR)  # "No CUDA runtime is found": irrelevant for a CPU kernel
+            try:
+                from torch.utils.cpp_extension import load as load_extension
+            finally:
+                ext_log.setLevel(level)
+
+            log.info("building the native osep CPU kernel (once per machine, cached by torch)")
+            flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _module = load_extension(name=_build_name(), sources=[str(SOURCE)], extra_cflags=flags,
+                                         extra_ldflags=["-fopenmp"], verbose=False)
+        except Exception as exc:  # no compiler, no ninja, read-only cache...: fall back
+            _failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            if _mode() in ("1", "on", "true", "yes"):
+                raise RuntimeError(f"OSEP_NAS_NATIVE=1 but the native osep kernel did not build ({_failed})") from exc
+            warnings.warn(f"native osep CPU kernel unavailable, using PyTorch's grouped convolution ({_failed})",
+                          RuntimeWarning, stacklevel=2)
+    return _module
+
+
+def available() -> bool:
+    """Whether the native kernel is (or can be) loaded here."""
+    return load() is not None
+
+
+def covers(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+           dilation: Tuple[int, int], groups: int) -> bool:
+    """Whether the kernel handles this call (else use ``F.conv2d``)."""
+    kh, kw = weight.shape[-2:]
+    return (
+        x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
+        and x.is_contiguous() and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
+        and 1 <= weight.shape[1] <= MAX_IN_PER_GROUP
+        and 0 <= padding[0] <= (kh - 1) * dilation[0] and 0 <= padding[1] <= (kw - 1) * dilation[1]
+        and not _cpu_autocast() and not tracing_or_counting()
+    )
+
+
+def _two(v) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class _NarrowConv(torch.autograd.Function):
+    """Autograd wrapper: forward and both gradients from the native kernel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, padding, dilation, groups, shuffle):
+        ext = load()
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (list(padding), list(dilation), groups, shuffle)
+        return ext.forward(x, weight.contiguous(), *ctx.conf)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        ext = load()
+        x, weight = ctx.saved_tensors
+        g = grad_out.contiguous()
+        gx = ext.input_grad(g, x, weight.contiguous(), *ctx.conf) if ctx.needs_input_grad[0] else None
+        gw = ext.weight_grad(g, x, weight, *ctx.conf) if ctx.needs_input_grad[1] else None
+        return gx, gw, None, None, None, None
+
+
+IntPair = Union[int, Sequence[int]]
+
+
+def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                   shuffle_out: bool = False) -> torch.Tensor:
+    """``F.conv2d`` with the same arguments, through the native kernel where it applies.
+
+    ``shuffle_out=True`` returns ``channel_shuffle(F.conv2d(...), groups)``; the native
+    kernel writes that order directly (no copy).
+    """
+    stride, padding, dilation = _two(stride), _two(padding), _two(dilation)
+    shuffle = groups if shuffle_out else 1
+    if covers(x, weight, stride, padding, dilation, groups) and load() is not None:
+        y = _NarrowConv.apply(x, weight, padding, dilation, groups, shuffle)
+        if bias is not None:
+            b = bias.view(groups, -1).t().reshape(-1) if shuffle > 1 else bias
+            y = y + b.view(1, -1, 1, 1)
+        return y
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if shuffle > 1:
+        from osep_nas.conv import channel_shuffle  # conv imports this module
+
+        y = channel_shuffle(y, groups)
+    return y
