@@ -1,8 +1,10 @@
 """Images per second of a training step (forward, backward, SGD update).
 
 o-DARTS vs DARTS V2 (CIFAR-10 evaluation networks, batch 96 as the DARTS recipe) and
-o-ResNet20 vs d-ResNet20 vs ResNet20 (batch 128 as the ResNet recipe), channels-last,
-auxiliary head and drop path as in training.  Ratios are computed within the run.
+o-ResNet20 vs d-ResNet20 vs ResNet20 (batch 128 as the ResNet recipe), auxiliary head
+and drop path as in training.  Memory format as the trainer picks it (``--memory-format
+auto``: channels-last on CUDA, NCHW on CPU); ``nchw``/``channels_last`` force one.
+Ratios are computed within the run.
 
     python benchmarks/train_throughput.py --device cpu [--json out.json]
 """
@@ -20,11 +22,11 @@ GROUPS = {
 }
 
 
-def _step(model: nn.Module, batch: int, device: torch.device, amp: bool):
-    model = model.to(device).to(memory_format=torch.channels_last).train()
+def _step(model: nn.Module, batch: int, device: torch.device, amp: bool, fmt: torch.memory_format):
+    model = model.to(device).to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
@@ -46,19 +48,25 @@ def main() -> None:
     p.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=sorted(GROUPS))
     p.add_argument("--darts-batch", type=int, default=None, help="override the DARTS batch (96)")
     p.add_argument("--resnet-batch", type=int, default=None, help="override the ResNet batch (128)")
+    p.add_argument("--memory-format", choices=("auto", "nchw", "channels_last"), default="auto",
+                   help="auto: channels-last on CUDA, NCHW on CPU (what osep_nas.train does)")
     args = p.parse_args()
     device = setup(args)
-    results = {"machine": machine(device), "amp": args.amp, "rows": []}
+    cl = args.memory_format == "channels_last" or (args.memory_format == "auto" and device.type == "cuda")
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    results = {"machine": machine(device), "amp": args.amp, "memory_format": "channels_last" if cl else "nchw",
+               "rows": []}
     for group in args.groups:
         names, batch = GROUPS[group]
         batch = getattr(args, f"{group}_batch") or batch
         cases = {}
         for name in names:
             kw = {"auxiliary": True, "drop_path_prob": 0.2} if "darts" in name else {}
-            cases[name] = _step(create_model(name, **kw), batch, device, args.amp)
+            cases[name] = _step(create_model(name, **kw), batch, device, args.amp, fmt)
         times = time_cases(cases, device, args.repeats, args.warmup)
         base = names[0] if group == "darts" else "d_resnet20"
-        print(f"\n== {group}: training step, batch {batch}, {device}{', AMP' if args.amp else ''} ==")
+        print(f"\n== {group}: training step, batch {batch}, {device}, {results['memory_format']}"
+              f"{', AMP' if args.amp else ''} ==")
         print(f"{'model':<18}{'step ms':>10}{'images/s':>10}  {'time vs ' + base}")
         for name in names:
             t = times[name]

@@ -89,7 +89,7 @@ class ModelConfig:
     layers: Optional[int] = _f(None, "DARTS networks: number of cells (unset: 20 CIFAR, 14 ImageNet, or the named "
                                      "model's default)", check="positive")
     auxiliary: bool = _f(False, "DARTS networks: auxiliary tower (its loss is weighted by training.auxiliary_weight)")
-    drop_path_prob: float = _f(0.0, "final drop-path probability (ramped linearly from 0 over the epochs)",
+    drop_path_prob: float = _f(0.0, "final drop-path probability (ramped linearly from 0 over the training steps)",
                                lo=0.0, hi=1.0, hi_open=True)
     width_mult: Optional[float] = _f(None, "channel multiplier passed to create_model (unset: the model's default)",
                                      check="positive")

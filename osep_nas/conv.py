@@ -183,8 +183,8 @@ class OSepConv2d(nn.Module):
             elif how == "dwsum":
                 x = _grouped_as_depthwise(x, conv, shuffle_out=need_shuffle)
                 shuffled = need_shuffle
-            elif how == "matmul" and not kernels.tracing_or_counting() and x.device.type == "cpu" \
-                    and x.is_contiguous() and x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS:
+            elif how == "matmul" and type(x) is torch.Tensor and not kernels.tracing_or_counting() \
+                    and x.device.type == "cpu" and x.is_contiguous() and x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS:
                 x = _pointwise_as_matmul(x, conv)
                 shuffled = False
             elif how == "fold":

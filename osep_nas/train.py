@@ -10,7 +10,7 @@ on CUDA.  Outputs in ``training.out`` (written by rank 0 only, every file atomic
   head, with label smoothing), train_top1, test_loss (plain cross entropy), test_top1,
   test_top5 (accuracies in percent), lr (at the epoch's first step), images_per_s (all
   ranks), data_time_share (share of the training time spent waiting for batches),
-  epoch_time_s, drop_path_prob;
+  epoch_time_s, drop_path_prob (at the epoch's last step: it ramps per step);
 * ``steps.jsonl``   with ``training.log_steps``: one JSON line every ``training.log_every``
   steps and at each epoch's last step: epoch (the epoch the step is in, from 1), step
   (within the epoch, from 1), loss (main head, with label smoothing, averaged over the
@@ -574,9 +574,10 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
                device: torch.device, dctx: _Dist, epoch: int, use_amp: bool, channels_last: bool,
                show: bool, step_log: Optional[Path] = None) -> Dict[str, Any]:
     tc, oc = cfg.training, cfg.optim
+    # drop path ramps linearly from 0 to model.drop_path_prob over training, set per step
+    # (DARTS sets it per epoch, on the same line; per step a one-epoch run uses it too)
     dp = cfg.model.drop_path_prob * epoch / tc.epochs
-    if hasattr(raw, "drop_path_prob"):
-        raw.drop_path_prob = dp
+    has_dp = hasattr(raw, "drop_path_prob")
     model.train()
     train_loader.set_epoch(epoch)
     test_loader.set_epoch(epoch)
@@ -605,6 +606,9 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
                 x = x.contiguous(memory_format=torch.channels_last)
             data_time += time.perf_counter() - td
             lr = schedule.lr_at(epoch + step / steps)
+            if has_dp:
+                dp = cfg.model.drop_path_prob * (epoch + step / steps) / tc.epochs
+                raw.drop_path_prob = dp
             if first_lr is None:
                 first_lr = lr
             for group in optimizer.param_groups:

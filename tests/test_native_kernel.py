@@ -21,7 +21,7 @@ def _reference(x, w, b, padding, dilation, groups, shuffle):
 
 CASES = [  # (n_in, n_out, groups, kernel, padding, dilation, height, width)
     (n_in, n_out, groups, k, p, d, 7, 9)
-    for n_in, n_out, groups in ((1, 2, 3), (2, 1, 4), (2, 2, 5), (2, 3, 2))
+    for n_in, n_out, groups in ((1, 2, 3), (2, 1, 4), (2, 2, 5), (2, 3, 2), (3, 3, 2))
     for k, p, d in (((3, 3), (1, 1), (1, 1)), ((5, 5), (2, 2), (1, 1)), ((3, 3), (2, 2), (2, 2)),
                     ((3, 1), (1, 0), (1, 1)), ((1, 3), (0, 1), (1, 1)), ((3, 3), (0, 0), (1, 1)),
                     ((5, 5), (1, 2), (1, 1)), ((3, 3), (1, 2), (1, 2)))
@@ -88,7 +88,7 @@ def test_uncovered_calls_fall_back_to_conv2d(case):
     elif case == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     elif case == "wide_groups":
-        w = torch.randn(8, 4, 3, 3)
+        w = torch.randn(8, 4, 3, 3)  # 4 inputs per group: oneDNN's case (MAX_IN_PER_GROUP = 3)
         groups = 2
     elif case == "half":
         x, w = x.bfloat16(), w.bfloat16()

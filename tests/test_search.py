@@ -402,7 +402,9 @@ def test_default_search_end_to_end(tmp_path):
     front = doc["front"]
     genotypes = [parse_genotype(m["genotype"]) for m in front]
     assert all(isinstance(g, Genotype) for g in genotypes)
-    assert len(front) >= 3 and len({m["params"] for m in front}) == len(front)
+    # how many architectures the front holds depends on the run (one trial may dominate all
+    # others); what must hold is that it is non-empty, without duplicates, and exact (below)
+    assert len(front) >= 1 and len({m["params"] for m in front}) == len(front)
     records = load_trials(out)
     assert len(records) == 32
     ok = [r for r in records if r["status"] == "ok"]

@@ -103,7 +103,12 @@ def test_trains_on_digits_and_logs(tmp_path):
 def test_drop_path_ramp_and_aux_output(tmp_path):
     model = Tiny()
     train(digits_config(tmp_path / "r", epochs=3, max_steps_per_epoch=2), model_builder=lambda c, i: model)
-    assert model.seen_drop_path == pytest.approx([0.0, 0.1, 0.2])  # 0.3 * epoch / epochs
+    # 0.3 * (epoch + step / steps) / epochs: DARTS' per-epoch line, sampled per step
+    assert model.seen_drop_path == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.25])
+    assert read_metrics(tmp_path / "r")[-1]["drop_path_prob"] == pytest.approx(0.25)
+    one = Tiny()  # a one-epoch run uses drop path too
+    train(digits_config(tmp_path / "one", epochs=1, max_steps_per_epoch=3), model_builder=lambda c, i: one)
+    assert one.seen_drop_path == pytest.approx([0.0, 0.1, 0.2])
     # a plain-tensor model (no aux, no drop_path_prob) trains too
     plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     s = train(digits_config(tmp_path / "p", epochs=1, max_steps_per_epoch=3), model_builder=lambda c, i: plain)

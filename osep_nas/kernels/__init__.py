@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("narrow_conv.cpp")
 #: grouped convolutions with at most this many input channels per group use the kernel
-#: (measured: 2 in/group is where oneDNN is slowest; at 4 in/group oneDNN's forward wins)
-MAX_IN_PER_GROUP = 2
+#: (benchmarks/narrow_conv.py on 2 CPU cores: native/oneDNN 0.26 at 2 in/group, 0.76 at 3,
+#: 1.88 at 4, forward + both gradients)
+MAX_IN_PER_GROUP = 3
 _DTYPES = (torch.float32, torch.float64)
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
@@ -124,7 +125,8 @@ def covers(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], paddi
     """Whether the kernel handles this call (else use ``F.conv2d``)."""
     kh, kw = weight.shape[-2:]
     return (
-        x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
+        type(x) is torch.Tensor and type(weight) in (torch.Tensor, torch.nn.Parameter)  # no subclasses (NNI shapes)
+        and x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
         and x.is_contiguous() and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
         and 1 <= weight.shape[1] <= MAX_IN_PER_GROUP
         and 0 <= padding[0] <= (kh - 1) * dilation[0] and 0 <= padding[1] <= (kw - 1) * dilation[1]
