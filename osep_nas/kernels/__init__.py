@@ -59,6 +59,7 @@ def _cpu_autocast() -> bool:
     except TypeError:  # torch < 2.4
         return torch.is_autocast_cpu_enabled()
 
+
 _lock = threading.Lock()
 _module = None
 _failed: Optional[str] = None
