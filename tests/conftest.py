@@ -1,11 +1,17 @@
-"""Suite-wide hygiene: NNI attaches logging handlers to the stream pytest captured for an
-earlier test; once pytest closes that stream, any later log call prints a "Logging error"
-traceback to stderr and breaks the one-line-error checks. Drop such dead handlers first."""
+"""Suite-wide hygiene.
+
+* NNI attaches logging handlers to the stream pytest captured for an earlier test; once
+  pytest closes that stream, any later log call prints a "Logging error" traceback to
+  stderr and breaks the one-line-error checks. Drop such dead handlers first.
+* ``one_thread`` / ``one_thread_module``: one intra-op thread for tests of tiny tensors on
+  the shared 2-core machine (two threads fighting are slower); modules opt in with
+  ``pytestmark = pytest.mark.usefixtures(...)``."""
 from __future__ import annotations
 
 import logging
 
 import pytest
+import torch
 
 
 def _stream_closed(handler: logging.Handler) -> bool:
@@ -22,3 +28,24 @@ def _drop_dead_log_handlers():
             if _stream_closed(handler):
                 logger.removeHandler(handler)
     yield
+
+
+def _single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for this test."""
+    yield from _single_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One intra-op thread for the whole module."""
+    yield from _single_thread()

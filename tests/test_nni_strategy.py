@@ -19,12 +19,7 @@ from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.space import SimplifiedModelSpace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,7 @@ from strategies.oneshot import (ExpectedParamsPenalty, ParamsPenalizedDarts, Swe
 OPS = ["none", "max_pool_3x3", "skip_connect", "osep_3x3", "sosep_5x5"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _probs(op_of, num_nodes=4):

@@ -19,12 +19,7 @@ from nni.nas.nn.pytorch import InputChoice, LayerChoice
 from nni.nas.space import model_context
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on shared CPUs
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

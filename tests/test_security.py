@@ -259,14 +259,6 @@ def no_network(monkeypatch) -> List[object]:
     return attempts
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _fake_cifar10(folder: Path, n: int = 20) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -19,12 +19,7 @@ from osep_nas.models import create_model
 from osep_nas.sync_batchnorm import SyncBatchNorm2d, convert_sync_batchnorm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(**kw):
