@@ -45,15 +45,16 @@ def main() -> None:
         cases[(name, "oneDNN", "grad w")] = lambda x=x, w=w, gy=gy, g=g: backward(
             gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], g, [False, True, False])
         cases[(name, "native", "fwd")] = lambda x=x, w=w, conf=conf: ext.forward(x, w, *conf)
-        cases[(name, "native", "grad in")] = lambda x=x, w=w, gy=gy, conf=conf: ext.input_grad(gy, x, w, *conf)
-        cases[(name, "native", "grad w")] = lambda x=x, w=w, gy=gy, conf=conf: ext.weight_grad(gy, x, w, *conf)
+        cases[(name, "native", "grad in")] = lambda x=x, w=w, gy=gy, c=conf: ext.backward(gy, x, w, *c, True, False)
+        cases[(name, "native", "grad w")] = lambda x=x, w=w, gy=gy, c=conf: ext.backward(gy, x, w, *c, False, True)
     times = time_cases(cases, device, args.repeats, args.warmup)
     print(f"== grouped 3x3 convolution, batch {args.batch}, cpu: ms (fwd / grad input / grad weight = sum) ==")
     print(f"{'shape':<36}{'oneDNN':>26}{'native':>26}{'native/oneDNN':>15}")
     rows = []
     for c, n, m, px in SHAPES:
         name = f"{c} ch, {n} in/{m} out per group, {px}x{px}"
-        t = {impl: [times[(name, impl, k)] * 1e3 for k in ("fwd", "grad in", "grad w")] for impl in ("oneDNN", "native")}
+        t = {impl: [times[(name, impl, k)] * 1e3 for k in ("fwd", "grad in", "grad w")]
+             for impl in ("oneDNN", "native")}
         cols = {impl: f"{v[0]:.1f} / {v[1]:.1f} / {v[2]:.1f} = {sum(v):.1f}" for impl, v in t.items()}
         ratio = sum(t["native"]) / sum(t["oneDNN"])
         print(f"{name:<36}{cols['oneDNN']:>26}{cols['native']:>26}{ratio:>15.2f}")

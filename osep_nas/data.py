@@ -397,7 +397,24 @@ def rank_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch
 
 # ----------------------------------------------------------------------------- loaders
 
-class TensorBatchLoader:
+class _EpochSeeded:
+    """Loader state: ``seed`` and ``epoch`` decide the order and augmentation of an epoch,
+    so ``state_dict`` (both) is all a resume needs."""
+
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+
+class TensorBatchLoader(_EpochSeeded):
     """In-memory batch loader for a dataset held as two tensors.
 
     ``images``: uint8 (scaled by 1/255) or float in [0, 1], (N, C, H, W); ``labels``:
@@ -437,15 +454,6 @@ class TensorBatchLoader:
         self.labels = self.labels.to(device)
         return self
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def state_dict(self) -> Dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
-
     def _batches(self) -> List[torch.Tensor]:
         return rank_batches(self.dataset_size, self.batch_size, shuffle=self.shuffle, seed=self.seed,
                             epoch=self.epoch, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last)
@@ -483,7 +491,7 @@ class _Cutout:
         return img
 
 
-class FolderBatchLoader:
+class FolderBatchLoader(_EpochSeeded):
     """Batches of an ImageFolder-style dataset read by DataLoader workers, with the
     same sharding and per-epoch seeding as :class:`TensorBatchLoader`."""
 
@@ -498,15 +506,6 @@ class FolderBatchLoader:
     @property
     def dataset_size(self) -> int:
         return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def state_dict(self) -> Dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     def _batches(self) -> List[List[int]]:
         return [b.tolist() for b in rank_batches(self.dataset_size, self.batch_size, shuffle=self.shuffle,

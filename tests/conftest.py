@@ -5,7 +5,9 @@
   stderr and breaks the one-line-error checks. Drop such dead handlers first.
 * ``one_thread`` / ``one_thread_module``: one intra-op thread for tests of tiny tensors on
   the shared 2-core machine (two threads fighting are slower); modules opt in with
-  ``pytestmark = pytest.mark.usefixtures(...)``."""
+  ``pytestmark = pytest.mark.usefixtures(...)``.
+* ``digits_8px``: 160 training images of the embedded digits at 8x8, through the
+  project's own loader (``osep_nas.data.load_digits_tensors``)."""
 from __future__ import annotations
 
 import logging
@@ -49,3 +51,12 @@ def one_thread():
 def one_thread_module():
     """One intra-op thread for the whole module."""
     yield from _single_thread()
+
+
+@pytest.fixture(scope="session")
+def digits_8px():
+    """(x, y): the first 160 training digits as 3x8x8 float images in [0, 1] and labels."""
+    from osep_nas.data import load_digits_tensors
+
+    x, y = load_digits_tensors(image_size=8)[:2]
+    return x[:160], y[:160]

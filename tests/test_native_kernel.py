@@ -53,6 +53,19 @@ def test_matches_conv2d_forward_and_backward(n_in, n_out, groups, kernel, paddin
 
 
 @needs_kernel
+@pytest.mark.parametrize("wants", ["input", "weight"])
+def test_only_the_requested_gradient(wants):
+    torch.manual_seed(3)
+    x = torch.randn(2, 6, 7, 7, dtype=torch.float64, requires_grad=wants == "input")
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=wants == "weight")
+    leaf = x if wants == "input" else w
+    g = torch.randn(2, 6, 7, 7, dtype=torch.float64)
+    (got,) = torch.autograd.grad(kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3), leaf, g)
+    (want,) = torch.autograd.grad(F.conv2d(x, w, None, 1, 1, 1, 3), leaf, g)
+    assert torch.allclose(got, want, atol=1e-10, rtol=0)
+
+
+@needs_kernel
 def test_gradcheck_double():
     torch.manual_seed(1)
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)

@@ -20,13 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images[:160], dtype=torch.float32).div(16.0).unsqueeze(1).repeat(1, 3, 1, 1)
-    y = torch.tensor(d.target[:160], dtype=torch.long)
-    return x, y
+def digits(digits_8px):
+    x, y = digits_8px
+    return x[:160], y[:160]
 
 
 def _space():

@@ -23,13 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images[:96], dtype=torch.float32).div(16.0).unsqueeze(1).repeat(1, 3, 1, 1)
-    y = torch.tensor(d.target[:96], dtype=torch.long)
-    return x, y
+def digits(digits_8px):
+    x, y = digits_8px
+    return x[:96], y[:96]
 
 
 def _space():

@@ -220,32 +220,31 @@ at::Tensor narrow_conv_forward(const at::Tensor& x, const at::Tensor& weight, st
   return y;
 }
 
-at::Tensor narrow_conv_input_grad(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& weight,
-                                  std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups, int64_t shuffle) {
+// The requested gradients (an undefined tensor, None in Python, for the others).
+std::vector<at::Tensor> narrow_conv_backward(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& weight,
+                                             std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                                             int64_t groups, int64_t shuffle, bool input_grad, bool weight_grad) {
+  check_tensor(x, "input");
   check_tensor(weight, "weight");
   const Geometry g = make_geometry(x, weight, padding, dilation, groups, shuffle);
   check_grad(gy, g);
-  auto gx = at::empty({g.batch, g.c_in, g.h, g.w}, gy.options());
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "narrow_conv_input_grad", [&] {
-    input_grad_impl<scalar_t>(gy.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), g);
+  TORCH_CHECK(gy.scalar_type() == x.scalar_type() && x.scalar_type() == weight.scalar_type(),
+              "narrow_conv: grad_output, input and weight dtypes differ");
+  at::Tensor gx, gw;
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "narrow_conv_backward", [&] {
+    if (input_grad) {
+      gx = at::empty({g.batch, g.c_in, g.h, g.w}, gy.options());
+      input_grad_impl<scalar_t>(gy.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), g);
+    }
+    if (weight_grad) {
+      gw = at::empty(weight.sizes(), gy.options());
+      weight_grad_impl<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gw.data_ptr<scalar_t>(), g);
+    }
   });
-  return gx;
-}
-
-at::Tensor narrow_conv_weight_grad(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& weight,
-                                   std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups, int64_t shuffle) {
-  check_tensor(x, "input");
-  const Geometry g = make_geometry(x, weight, padding, dilation, groups, shuffle);
-  check_grad(gy, g);
-  auto gw = at::empty(weight.sizes(), gy.options());
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "narrow_conv_weight_grad", [&] {
-    weight_grad_impl<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gw.data_ptr<scalar_t>(), g);
-  });
-  return gw;
+  return {gx, gw};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &narrow_conv_forward, "stride-1 grouped conv2d, few channels per group (CPU)");
-  m.def("input_grad", &narrow_conv_input_grad, "its gradient with respect to the input");
-  m.def("weight_grad", &narrow_conv_weight_grad, "its gradient with respect to the weight");
+  m.def("backward", &narrow_conv_backward, "its gradients with respect to the input and/or the weight");
 }
