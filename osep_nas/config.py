@@ -135,7 +135,9 @@ class OptimConfig:
     grad_clip: float = _f(0.0, "max gradient norm (0: off)", check="nonneg")
     schedule: str = _f("cosine", "cosine | step | linear | exponential (see osep_nas.train.LRSchedule)",
                        choices=SCHEDULES)
-    milestones: List[float] = _f([], "step: epochs at which the rate is multiplied by gamma")
+    milestones: List[float] = _f([], "step: where the rate is multiplied by gamma, as fractions of training.epochs "
+                                     "in (0, 1) ([0.5, 0.75] = epochs 100 and 150 of 200), so a recipe keeps its "
+                                     "shape when epochs is overridden")
     gamma: float = _f(0.1, "step / exponential: decay factor", check="positive")
     step_epochs: float = _f(1.0, "exponential: epochs between two decays (0.8 for the MobileNet recipe)",
                             check="positive")
@@ -362,9 +364,10 @@ def _cross_checks(cfg: Config) -> None:
     o = cfg.optim
     if o.schedule == "step":
         if not o.milestones:
-            raise ConfigError("optim.milestones: schedule 'step' needs at least one milestone epoch")
-    if any(m <= 0 for m in o.milestones):
-        raise ConfigError(f"optim.milestones: epochs must be > 0, got {o.milestones}")
+            raise ConfigError("optim.milestones: schedule 'step' needs at least one milestone")
+    if any(not 0 < m < 1 for m in o.milestones):
+        raise ConfigError(f"optim.milestones: fractions of training.epochs in (0, 1), e.g. [0.5, 0.75] for epochs "
+                          f"100 and 150 of 200; got {o.milestones}")
     if any(b <= a for a, b in zip(o.milestones, o.milestones[1:])):
         raise ConfigError(f"optim.milestones: must increase, got {o.milestones}")
     if o.nesterov and o.momentum == 0:

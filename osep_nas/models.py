@@ -152,11 +152,11 @@ def _register_resnet(prefix: str, depth: int) -> None:
     default_width = widths[depth] if widths else 1.0
 
     def factory(num_classes: int = 10, width_mult: float = default_width, gamma: float = 1.0,
-                rounding: str = "divisor", shortcut: str = "A") -> nn.Module:
+                rounding: str = "divisor", shortcut: str = "A", zero_init_residual: bool = True) -> nn.Module:
         from osep_nas.networks.resnet import resnet_cifar
 
         return resnet_cifar(depth, conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma,
-                            rounding=rounding, shortcut=shortcut)
+                            rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual)
 
     factory.__doc__ = desc.format(d=depth) + (f", width_mult {default_width:g}" if widths else "") + "."
     register_model(f"{prefix}resnet{depth}", CIFAR_INPUT, "cifar10")(factory)

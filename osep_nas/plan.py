@@ -17,10 +17,15 @@ Integer group choice (``rounding``):
   the product of the groups, keeping only the (product, #Params) Pareto states, so
   it is exact for any N.  Because the feasible set only shrinks as gamma grows,
   #Params never decrease with gamma.
-* ``"paper"``: Algorithm 1 literally: g_l = min(ceil(C_l / n_l), C_l, C_{l+1}) from
-  the real-valued optimum, and channels padded up to multiples of the groups (the
-  input gets zero channels appended, the internal channels are widened, the output
-  is cut back to C_out).  The padded weights exist in the module and are counted.
+* ``"paper"``: Algorithm 1's integer step: g_l = min(ceil(C_l / n_l), C_l, C_{l+1})
+  from the real-valued optimum, channels padded where the groups do not divide them.
+  The first convolution takes ceil(C_1 / g_1) inputs per group and only builds the
+  groups that see a real input channel (a group of padding only would compute zeros);
+  internal channels are widened to a multiple of both neighbouring group counts and the
+  output is cut back to C_out.  With the paper's projection shortcuts this reproduces
+  every o-ResNet FLOPs figure of Table 6 to its printed digits and the #Params within
+  0.4 % (``tests/test_paper_tables.py``).  Where the ceil'd groups would break full
+  connectivity (gamma >= 1), the internal channels are widened until it holds.
 
 ``plan.params`` is exactly the number of weights the module holds (bias excluded).
 """
@@ -75,6 +80,7 @@ class OSepPlan:
     rounding: str
     convs: Tuple[ConvSpec, ...]
     ideal_params: float = field(compare=False)  # Algorithm 1's real-valued minimum N * t
+    algorithm_groups: Tuple[int, ...] = field(default=(), compare=False)  # Algorithm 1's ceil'd g_l ("paper")
 
     # -- views -----------------------------------------------------------------
     @property
@@ -310,6 +316,41 @@ def _divisor_groups(channels: Sequence[int], kernel_areas: Sequence[int], gamma:
     return list(groups)
 
 
+def _paper_layout(channels: Sequence[int], alg_groups: Sequence[int],
+                  connect: bool = False) -> Tuple[List[int], List[int]]:
+    """Groups and held channel counts of ``rounding="paper"`` from Algorithm 1's groups g_l.
+
+    The first convolution takes n_1 = ceil(C_1 / g_1) inputs per group and holds C_1
+    rounded up to a multiple of n_1: only the groups that see a real input channel are
+    built (at most g_1; a group of zero padding would compute nothing).  Every later
+    convolution keeps g_l groups; internal channel counts are rounded up so that both
+    neighbouring convolutions divide them, and the output is rounded up to a multiple of
+    g_N (the module cuts it back to C_out).  ``connect`` additionally makes every group
+    of convolution l >= 2 wide enough to read one channel of each group before it, which
+    makes every output see every input (used when the plain layout would not).
+    Returns (groups, held channels C'_1 .. C'_{N+1}).
+    """
+    n = len(alg_groups)
+    first_width = -(-channels[0] // alg_groups[0])
+    held = [_round_up(channels[0], first_width)]
+    groups = [held[0] // first_width]
+    for l in range(1, n):
+        step = _lcm(groups[l - 1], alg_groups[l])
+        need = max(channels[l], alg_groups[l] * groups[l - 1]) if connect else channels[l]
+        held.append(_round_up(need, step))
+        groups.append(alg_groups[l])
+    held.append(_round_up(channels[n], groups[-1]))
+    return groups, held
+
+
+def _layout_connected(c_in: int, c_out: int, ks: Sequence[Pair], groups: Sequence[int],
+                      held: Sequence[int]) -> bool:
+    """Does every output channel see every input channel in this layout (plan connectivity)."""
+    convs = tuple(ConvSpec(held[l], held[l + 1], ks[l], groups[l]) for l in range(len(groups)))
+    probe = OSepPlan(c_in, c_out, (1, 1), len(groups), 1.0, "normal", False, (1, 1), "paper", convs, 0.0)
+    return probe.is_fully_connected()
+
+
 def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
@@ -349,7 +390,7 @@ def osep_plan(
         spatial: spatial osep: K x 1 then 1 x K instead of one K x K.
         dilation: dilation of the kernel-carrying convolution(s).
         rounding: ``"divisor"`` (exact search over divisor groups, no copies; default)
-            or ``"paper"`` (ceil of Algorithm 1 with channel padding).
+            or ``"paper"`` (ceil of Algorithm 1 with channel padding, see the module docstring).
         kernels: optional internal kernel sizes, one per convolution; they must satisfy
             sum_l K_l - (N - 1) = K in each direction.
 
@@ -432,17 +473,17 @@ def _osep_plan_cached(
 
     if rounding == "divisor":
         groups = _divisor_groups(chans, areas, gamma)
+        alg_groups = groups
         held = list(chans)
     else:
         g_real = real_groups(chans, areas, gamma)
         groups = [
             int(min(math.ceil(g - 1e-9), chans[l], chans[l + 1])) for l, g in enumerate(g_real)
         ]
-        groups = [max(1, g) for g in groups]
-        held = [_round_up(c_in, groups[0])]
-        for l in range(1, n):
-            held.append(_round_up(chans[l], _lcm(groups[l - 1], groups[l])))
-        held.append(_round_up(c_out, groups[-1]))
+        alg_groups = [max(1, g) for g in groups]
+        groups, held = _paper_layout(chans, alg_groups)
+        if gamma >= 1 and not _layout_connected(c_in, c_out, ks, groups, held):
+            groups, held = _paper_layout(chans, alg_groups, connect=True)
 
     convs = tuple(
         ConvSpec(held[l], held[l + 1], ks[l], groups[l], dils[l]) for l in range(n)
@@ -459,4 +500,5 @@ def _osep_plan_cached(
         rounding=rounding,
         convs=convs,
         ideal_params=ideal,
+        algorithm_groups=tuple(alg_groups),
     )

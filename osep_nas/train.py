@@ -155,7 +155,9 @@ class LRSchedule:
     * ``cosine``: lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2 with e = floor(t)
       (per epoch, as DARTS);
     * ``linear``: lr (1 - e / epochs), decayed after each epoch;
-    * ``step``: lr * gamma ** (number of milestones <= t);
+    * ``step``: lr * gamma ** (number of milestones m with m * epochs <= t): milestones
+      are fractions of the run, so ``--set training.epochs=3`` shrinks the whole recipe
+      as it does for cosine and linear;
     * ``exponential``: lr * gamma ** floor(t / step_epochs) (0.973 every 0.8 epoch).
 
     Stateless: a resume only needs the epoch, so it is exact by construction."""
@@ -171,7 +173,7 @@ class LRSchedule:
         if c.schedule == "linear":
             return c.lr * max(0.0, 1.0 - e / self.epochs)
         if c.schedule == "step":
-            return c.lr * c.gamma ** sum(1 for m in c.milestones if t + 1e-9 >= m)
+            return c.lr * c.gamma ** sum(1 for m in c.milestones if t + 1e-9 >= m * self.epochs)
         if c.schedule == "exponential":
             return c.lr * c.gamma ** math.floor(t / c.step_epochs + 1e-9)
         raise ValueError(f"optim.schedule: unknown schedule {c.schedule!r}")

@@ -21,7 +21,7 @@ def test_plan_64_prints_plan_within_10_percent(capsys):
 def test_plan_json_paper_rounding(capsys):
     assert main(["plan", "58", "58", "3", "--json", "--rounding", "paper"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["groups"] == [23, 3] and data["params"] == 3243
+    assert data["algorithm_groups"] == [23, 3] and data["groups"] == [20, 3] and data["params"] == 2820
 
 
 def test_plan_json_values(capsys):

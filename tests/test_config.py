@@ -32,10 +32,10 @@ def test_defaults_and_file(tmp_path):
 
 
 def test_round_trip_yaml(tmp_path):
-    cfg = load_config(None, ["optim.milestones=[10, 20]", "optim.schedule=step", "model.extra={depth: 3}"])
+    cfg = load_config(None, ["optim.milestones=[0.1, 0.2]", "optim.schedule=step", "model.extra={depth: 3}"])
     again = load_config(write(tmp_path, config_to_yaml(cfg)))
     assert again == cfg
-    assert config_to_dict(again)["optim"]["milestones"] == [10.0, 20.0]
+    assert config_to_dict(again)["optim"]["milestones"] == [0.1, 0.2]
 
 
 def test_wrong_type_message_names_key_path():
@@ -66,7 +66,8 @@ def test_wrong_type_message_names_key_path():
     ({"model": {"drop_path_prob": 1.0}}, "model.drop_path_prob: must be < 1.0"),
     ({"optim": {"momentum": 1.5}}, "optim.momentum: must be <= 1.0"),
     ({"optim": {"schedule": "step"}}, "optim.milestones: schedule 'step' needs at least one"),
-    ({"optim": {"milestones": [150, 100]}}, "optim.milestones: must increase"),
+    ({"optim": {"milestones": [0.75, 0.5]}}, "optim.milestones: must increase"),
+    ({"optim": {"milestones": [100, 150]}}, "optim.milestones: fractions of training.epochs in (0, 1)"),
     ({"optim": {"nesterov": True, "momentum": 0}}, "optim.nesterov: Nesterov momentum needs"),
     ({"data": {"image_size": 4}}, "data.image_size: digits are 8x8"),
 ])
@@ -125,9 +126,9 @@ def test_alias_bomb_refused(tmp_path):
 
 def test_overrides():
     cfg = load_config({"optim": {"lr": 0.1}}, ["optim.lr=0.05", "training.amp=false", "data.root=/d",
-                                               "optim.milestones=[100, 150]", "optim.schedule=step"])
+                                               "optim.milestones=[0.5, 0.75]", "optim.schedule=step"])
     assert cfg.optim.lr == 0.05 and cfg.training.amp is False and cfg.data.root == "/d"
-    assert cfg.optim.milestones == [100.0, 150.0]
+    assert cfg.optim.milestones == [0.5, 0.75]
     # later overrides win; a section mapping merges into the section
     cfg = load_config(None, ["optim.lr=0.05", "optim.lr=0.2", "optim={nesterov: true, weight_decay: 0}"])
     assert cfg.optim.lr == 0.2 and cfg.optim.nesterov is True and cfg.optim.weight_decay == 0
@@ -176,7 +177,7 @@ def test_recipes_are_the_papers():
     assert c.data.flip and c.data.color_jitter > 0 and (c.model.init_channels, c.model.layers) == (48, 14)
     c = load_config(RECIPES / "resnet_cifar10.yaml")
     assert (c.training.epochs, c.optim.lr, c.optim.schedule, c.optim.milestones, c.optim.gamma) == (
-        200, 0.1, "step", [100.0, 150.0], 0.1)
+        200, 0.1, "step", [0.5, 0.75], 0.1)
     assert (c.data.batch_size, c.optim.weight_decay, c.optim.momentum, c.data.padding, c.data.flip) == (
         128, 1e-4, 0.9, 4, True)
     c = load_config(RECIPES / "mobilenet_imagenet.yaml")

@@ -205,6 +205,21 @@ def test_resnet_bad_arguments(kwargs, match):
         resnet_cifar(**kwargs)
 
 
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_resnet_blocks_start_as_identity_with_zero_init_residual(shortcut):
+    torch.manual_seed(0)
+    net = resnet_cifar(8, "osep", width_mult=2.0, shortcut=shortcut).eval()
+    x = torch.randn(2, 16 * 2, 16, 16).relu()
+    for block in net.layers:
+        assert torch.count_nonzero(block.bn2.weight) == 0
+        with torch.no_grad():
+            y = block(x)
+            assert torch.equal(y, torch.relu(block.shortcut(x)))
+        x = y
+    plain = resnet_cifar(8, "osep", width_mult=2.0, zero_init_residual=False)
+    assert all(torch.all(b.bn2.weight == 1) for b in plain.layers)
+
+
 def test_resnet20_flops_against_fvcore_and_flop_counter_mode():
     net = resnet_cifar(20)
     ours = count_flops(net, (3, 32, 32))

@@ -27,14 +27,34 @@ def test_58_divisor_and_paper_rounding():
     # 58 = 2 * 29: the divisor plan (29, 2) holds 58*2*9 + 58*29 = 1044 + 1682 weights
     plan = osep_plan(58, 58, 3)
     assert plan.groups == (29, 2) and plan.params == 2726
-    # Algorithm 1 literally: g = ceil(22.8), ceil(2.54) = (23, 3); channels padded to 69 and 60
+    # Algorithm 1: g = ceil(22.8), ceil(2.54) = (23, 3), so 3 inputs per group in conv 1;
+    # 58 -> 60 channels fill 20 groups (groups 21-23 would see only zero padding: not built)
     paper = osep_plan(58, 58, 3, rounding="paper")
-    assert paper.groups == (23, 3)
-    assert [(c.in_channels, c.out_channels) for c in paper.convs] == [(69, 69), (69, 60)]
-    assert paper.params == 69 * 3 * 9 + 60 * 23 == 3243
-    assert paper.input_padding == 11 and paper.output_padding == 2
-    # the divisor plan is 16% smaller than the paper's rounding at this width
-    assert 1 - plan.params / paper.params == pytest.approx(0.1594, abs=1e-3)
+    assert paper.algorithm_groups == (23, 3) and paper.groups == (20, 3)
+    assert [(c.in_channels, c.out_channels) for c in paper.convs] == [(60, 60), (60, 60)]
+    assert paper.params == 60 * 3 * 9 + 60 * 20 == 2820
+    assert paper.input_padding == 2 and paper.output_padding == 2
+    assert paper.is_fully_connected()
+    # the divisor plan is 3.3% smaller than the paper's rounding at this width
+    assert 1 - plan.params / paper.params == pytest.approx(0.0333, abs=1e-3)
+
+
+def test_paper_rounding_widens_internal_channels_when_ceil_breaks_connectivity():
+    # 6 -> 65: Algorithm 1's groups (3, 3) give 2 inputs per conv-1 group and 3 groups,
+    # but 6 internal channels in 3 conv-2 groups are 2 per group < 3: widened to 9
+    plan = osep_plan(6, 65, 3, rounding="paper")
+    assert plan.is_fully_connected()
+    assert plan.channels[1] == 9 and plan.groups == (3, 3)
+
+
+@pytest.mark.parametrize("n_convs", [2, 3])
+@pytest.mark.parametrize("policy", ["normal", "linear", "bottleneck", "inverted"])
+def test_paper_rounding_always_fully_connected_for_gamma_one(n_convs, policy):
+    misses = [(a, o, k, sp) for a in range(1, 41, 3) for o in range(1, 41, 4) for k in (3, 5)
+              for sp in (False, True)
+              if not osep_plan(a, o, k, n_convs=n_convs, channel_policy=policy, spatial=sp,
+                               rounding="paper").is_fully_connected()]
+    assert misses == []
 
 
 def test_real_valued_optimum_n2():
@@ -212,7 +232,7 @@ def test_gamma_below_one_partial_connectivity_matches_plan(gamma):
 
 def test_paper_rounding_module_connectivity_and_params():
     m = OSepConv2d(58, 58, 3, rounding="paper")
-    assert count_params(m) == m.plan.params == 3243
+    assert count_params(m) == m.plan.params == 2820
     conn, full_window = measured_connectivity(m)
     assert conn.all() and full_window
 

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             "kernel_size": list(plan.kernel_size), "n_convs": plan.n_convs, "gamma": plan.gamma,
             "policy": plan.channel_policy, "spatial": plan.spatial, "rounding": plan.rounding,
             "channels": list(plan.channels), "kernels": [list(k) for k in plan.kernels],
-            "groups": list(plan.groups), "params": plan.params, "ideal_params": plan.ideal_params,
+            "groups": list(plan.groups), "algorithm_groups": list(plan.algorithm_groups), "params": plan.params, "ideal_params": plan.ideal_params,
             "fully_connected": plan.is_fully_connected(), "comparison": rows,
         }))
         return 0
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
           f"{'spatial, ' if plan.spatial else ''}rounding={plan.rounding})")
     for line in plan.describe().splitlines():
         print("  " + line)
+    if plan.algorithm_groups != plan.groups:
+        print(f"  Algorithm 1's ceil'd groups {plan.algorithm_groups}; groups seeing only padding are not built")
     if plan.input_padding or plan.output_padding:
         print(f"  padding: +{plan.input_padding} input channels, +{plan.output_padding} output channels (dropped)")
     full = plan.is_fully_connected()

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paper", action="store_true", help="add the paper's #Params/FLOPs and the ratio ours/paper")
     parser.add_argument("--rounding", choices=("divisor", "paper"), default=None,
                         help="osep group rounding for every model (default: the models' own, 'divisor')")
+    parser.add_argument("--shortcut", choices=("A", "B"), default=None,
+                        help="ResNet shortcuts at the stage transitions: A zero padding (He et al., the "
+                             "models' default) or B 1x1 projection (what the paper's o-ResNet rows contain; "
+                             "--rounding paper --shortcut B reproduces Table 6's o-ResNet figures)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for the latency")
     add_latency_arguments(parser)
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON to FILE")
@@ -246,13 +250,14 @@ def notes(rows: List[Dict[str, Any]], args: argparse.Namespace, device: torch.de
 
 
 def profile_names(names: Sequence[str], args: argparse.Namespace, device: torch.device) -> List[Dict[str, Any]]:
-    """Build and profile each registered model ``names`` (with ``--rounding`` if given)."""
+    """Build and profile each registered model ``names`` (with ``--rounding``/``--shortcut`` where it takes them)."""
     from osep_nas.models import create_model, model_info
 
     infos = [model_info(n) for n in names]  # fail on a bad name before any work
     rows = []
     for info in infos:
-        kw = {"rounding": args.rounding} if args.rounding else {}
+        asked = {"rounding": args.rounding, "shortcut": getattr(args, "shortcut", None)}
+        kw = {k: v for k, v in asked.items() if v is not None and k in info.keywords()}
         model = create_model(info.name, **kw)
         size = tuple(model.default_input_size)
         row = profile_model(model, size, info.name, device, lambda f: latency_batch_sizes(args, f, device),
@@ -274,6 +279,7 @@ def write_json(path: str, rows: List[Dict[str, Any]], args: argparse.Namespace, 
         "torch": torch.__version__,
         "machine": platform.machine(),
         "rounding": getattr(args, "rounding", None) or "model default",
+        "shortcut": getattr(args, "shortcut", None) or "model default",
         "rows": rows,
     })
 
