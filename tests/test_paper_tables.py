@@ -76,6 +76,13 @@ def test_o_resnet_paper_rounding_reproduces_table6(resnets, depth):
     assert abs(f - 1) < 0.0005 and abs(p - 1) < 0.004
 
 
+@pytest.mark.parametrize("name, size", [("o_darts_cifar", CIFAR), ("o_darts_imagenet", IMAGENET)])
+def test_o_darts_paper_rounding_reproduces_tables_3_and_5(name, size):
+    """The same rounding gives o-DARTS's #Params and FLOPs within 0.5 % (3.25 M / 0.572 G, 4.50 M / 0.554 G)."""
+    p, f = ratio(measure(create_model(name, rounding="paper"), size), name)
+    assert abs(p - 1) < 0.005 and abs(f - 1) < 0.005
+
+
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("what", ["params", "flops"])
 def test_o_resnet_paper_rounding_within_10_percent(resnets, depth, what):
