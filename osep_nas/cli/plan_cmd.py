@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             "kernel_size": list(plan.kernel_size), "n_convs": plan.n_convs, "gamma": plan.gamma,
             "policy": plan.channel_policy, "spatial": plan.spatial, "rounding": plan.rounding,
             "channels": list(plan.channels), "kernels": [list(k) for k in plan.kernels],
-            "groups": list(plan.groups), "algorithm_groups": list(plan.algorithm_groups), "params": plan.params, "ideal_params": plan.ideal_params,
+            "groups": list(plan.groups), "algorithm_groups": list(plan.algorithm_groups),
+            "params": plan.params, "ideal_params": plan.ideal_params,
             "fully_connected": plan.is_fully_connected(), "comparison": rows,
         }))
         return 0
