@@ -143,19 +143,7 @@ class OSepPlan:
         Composes the block-diagonal group structure of each convolution with the
         ShuffleNet shuffle between them, exactly as ``OSepConv2d`` computes.
         """
-        conn = None
-        for i, c in enumerate(self.convs):
-            m_in = c.in_channels // c.groups
-            m_out = c.out_channels // c.groups
-            block = (np.arange(c.out_channels)[:, None] // m_out) == (np.arange(c.in_channels)[None, :] // m_in)
-            block = block.astype(np.float32)
-            if conn is None:
-                conn = block[:, : self.in_channels]
-            else:
-                conn = np.minimum(block @ conn, 1.0)
-            if i < len(self.convs) - 1:
-                conn = conn[shuffle_permutation(c.out_channels, c.groups)]
-        return conn[: self.out_channels] > 0
+        return _connectivity(self.convs, self.in_channels, self.out_channels)
 
     def is_fully_connected(self) -> bool:
         """True when every output channel sees every input channel (volumetric RF kept)."""
@@ -343,12 +331,21 @@ def _paper_layout(channels: Sequence[int], alg_groups: Sequence[int],
     return groups, held
 
 
-def _layout_connected(c_in: int, c_out: int, ks: Sequence[Pair], groups: Sequence[int],
-                      held: Sequence[int]) -> bool:
-    """Does every output channel see every input channel in this layout (plan connectivity)."""
-    convs = tuple(ConvSpec(held[l], held[l + 1], ks[l], groups[l]) for l in range(len(groups)))
-    probe = OSepPlan(c_in, c_out, (1, 1), len(groups), 1.0, "normal", False, (1, 1), "paper", convs, 0.0)
-    return probe.is_fully_connected()
+def _connectivity(convs: Sequence[ConvSpec], in_channels: int, out_channels: int) -> np.ndarray:
+    """Body of :meth:`OSepPlan.connectivity` (also used while choosing the paper layout)."""
+    conn = None
+    for i, c in enumerate(convs):
+        m_in = c.in_channels // c.groups
+        m_out = c.out_channels // c.groups
+        block = (np.arange(c.out_channels)[:, None] // m_out) == (np.arange(c.in_channels)[None, :] // m_in)
+        block = block.astype(np.float32)
+        if conn is None:
+            conn = block[:, :in_channels]
+        else:
+            conn = np.minimum(block @ conn, 1.0)
+        if i < len(convs) - 1:
+            conn = conn[shuffle_permutation(c.out_channels, c.groups)]
+    return conn[:out_channels] > 0
 
 
 def _lcm(a: int, b: int) -> int:
@@ -482,7 +479,8 @@ def _osep_plan_cached(
         ]
         alg_groups = [max(1, g) for g in groups]
         groups, held = _paper_layout(chans, alg_groups)
-        if gamma >= 1 and not _layout_connected(c_in, c_out, ks, groups, held):
+        layout = [ConvSpec(held[l], held[l + 1], ks[l], groups[l]) for l in range(n)]
+        if gamma >= 1 and not _connectivity(layout, c_in, c_out).all():
             groups, held = _paper_layout(chans, alg_groups, connect=True)
 
     convs = tuple(

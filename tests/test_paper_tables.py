@@ -67,7 +67,8 @@ def test_o_resnet_default_rounding_at_most_the_papers(resnets, depth):
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_o_resnet_paper_rounding_reproduces_table6(resnets, depth):
-    """Algorithm 1's rounding with the paper's projection shortcuts: Table 6's o-ResNet rows.
+    """Algorithm 1's rounding with the paper's projection shortcuts: Table 6's o-ResNet rows
+    (the issue's bound is 10 %).
 
     FLOPs equal the paper's to the printed digits (0.04070 / 0.06726 / 0.12574 / 0.24763 G),
     #Params are within 0.4 % (0.221 / 0.367 / 0.682 / 1.337 M).
@@ -81,13 +82,6 @@ def test_o_darts_paper_rounding_reproduces_tables_3_and_5(name, size):
     """The same rounding gives o-DARTS's #Params and FLOPs within 0.5 % (3.25 M / 0.572 G, 4.50 M / 0.554 G)."""
     p, f = ratio(measure(create_model(name, rounding="paper"), size), name)
     assert abs(p - 1) < 0.005 and abs(f - 1) < 0.005
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-@pytest.mark.parametrize("what", ["params", "flops"])
-def test_o_resnet_paper_rounding_within_10_percent(resnets, depth, what):
-    p, f = ratio(resnets["o_", depth, "paper"], f"o_resnet{depth}")
-    assert abs((p if what == "params" else f) - 1) < 0.10
 
 
 @pytest.mark.parametrize("depth", DEPTHS)

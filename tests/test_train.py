@@ -213,10 +213,11 @@ def test_lr_schedules():
     step = sched(lr=0.1, schedule="step", milestones=[0.5, 0.8])  # epochs 5 and 8 of 10
     assert [round(step.lr_at(e), 6) for e in (0, 4.99, 5, 7, 8, 9.5)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     # the ResNet recipe's milestones land on epochs 100 / 150 of 200 and scale with the run's length
+    recipe = load_config({"optim": {"lr": 0.1, "schedule": "step", "milestones": [0.5, 0.75]}}).optim
     for epochs, first, second in ((200, 100, 150), (3, 1.5, 2.25)):
-        cfg = load_config({"optim": {"lr": 0.1, "schedule": "step", "milestones": [0.5, 0.75]}}).optim
-        s = LRSchedule(cfg, epochs)
-        assert [round(s.lr_at(t), 6) for t in (first - 0.01, first, second - 0.01, second)] == [0.1, 0.01, 0.01, 0.001]
+        s = LRSchedule(recipe, epochs)
+        lrs = [round(s.lr_at(t), 6) for t in (first - 0.01, first, second - 0.01, second)]
+        assert lrs == [0.1, 0.01, 0.01, 0.001]
     exp = sched(lr=0.064, schedule="exponential", gamma=0.973, step_epochs=0.8)
     assert exp.lr_at(0.79) == 0.064 and math.isclose(exp.lr_at(0.8), 0.064 * 0.973)
     assert math.isclose(exp.lr_at(4.0), 0.064 * 0.973 ** 5)

@@ -159,7 +159,8 @@ class ResNetCIFAR(nn.Module):
     default_input_size: Tuple[int, int, int] = (3, 32, 32)
 
     def __init__(self, depth: int, conv: str = "conv", width_mult: float = 1.0, num_classes: int = 10,
-                 gamma: float = 1.0, rounding: str = "divisor", shortcut: str = "A", zero_init_residual: bool = True):
+                 gamma: float = 1.0, rounding: str = "divisor", shortcut: str = "A",
+                 zero_init_residual: bool = True):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...), got {depth!r}")
@@ -188,14 +189,12 @@ class ResNetCIFAR(nn.Module):
         self.layers = nn.Sequential(*blocks)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_in, num_classes)
+        self.zero_init_residual = bool(zero_init_residual)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self.zero_init_residual = bool(zero_init_residual)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, BasicBlock) and zero_init_residual:
+                nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
