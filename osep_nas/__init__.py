@@ -1,16 +1,37 @@
-"""osep-nas: optimized separable convolution (osep) for neural architecture search."""
-from osep_nas.plan import OSepPlan, ConvSpec, osep_plan
-from osep_nas.conv import OSepConv2d
-from osep_nas.complexity import count_params, count_flops
+"""osep-nas: optimized separable convolution (osep) for neural architecture search.
+
+The public names are loaded on first use (PEP 562), so ``import osep_nas.cli`` or
+``import osep_nas.io`` does not import torch: a command that refuses its input does so
+in a fraction of a second."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "OSepPlan": "osep_nas.plan",
+    "ConvSpec": "osep_nas.plan",
+    "osep_plan": "osep_nas.plan",
+    "OSepConv2d": "osep_nas.conv",
+    "count_params": "osep_nas.complexity",
+    "count_flops": "osep_nas.complexity",
+    "create_model": "osep_nas.models",  # the model registry pulls in every network family
+}
 
 __all__ = ["OSepPlan", "ConvSpec", "osep_plan", "OSepConv2d", "count_params", "count_flops",
            "create_model", "__version__"]
 
 
-def __getattr__(name):  # lazy: the model registry pulls in every network family
-    if name == "create_model":
-        from osep_nas.models import create_model
-        return create_model
-    raise AttributeError(f"module 'osep_nas' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'osep_nas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

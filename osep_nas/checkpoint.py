@@ -12,6 +12,7 @@ Keys written by the trainer: ``format``, ``version``, ``model``, ``optimizer``,
 """
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from osep_nas.io import atomic_open
+from osep_nas.io import atomic_open, open_user_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_state", "check_state_dict",
            "capture_rng_state", "restore_rng_state", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
@@ -34,6 +35,8 @@ CHECKPOINT_FORMAT = "osep-nas-checkpoint"
 CHECKPOINT_VERSION = 1
 #: keys a checkpoint needs for ``--resume``
 RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch")
+#: the largest checkpoint :func:`load_checkpoint` reads
+MAX_CHECKPOINT_BYTES = 16 << 30
 
 PathLike = Union[str, "Path"]
 
@@ -79,30 +82,28 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     or corrupt file, random bytes, a pickle carrying code, a non-dict payload, or one
     missing any of the ``required`` keys."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty checkpoint file")
-    try:
-        with warnings.catch_warnings():  # a refused pickle: one error line, no warning lines
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = " ".join(str(exc).split())
-        found = re.search(r"(unsupported (global|operand):?\s+(GLOBAL\s+)?[\w.]+)", text, re.IGNORECASE)
-        if found or "weights_only" in text.lower() or "weights only" in text.lower():
-            what = f" ({found.group(1)})" if found else ""
-            raise ValueError(f"{path}: refused: the checkpoint holds objects other than tensors and plain "
-                             f"data{what}; only torch.load(weights_only=True) content is accepted") from None
-        raise ValueError(f"{path}: corrupt checkpoint ({text[:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
-            TypeError, AttributeError, UnicodeDecodeError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
-            raise
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {detail})") from None
+    # the one bounded reader: regular files only (never a device or a pipe), at most MAX_CHECKPOINT_BYTES
+    with open_user_file(path, MAX_CHECKPOINT_BYTES, "checkpoint") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ValueError(f"{path}: empty checkpoint file")
+        try:
+            with warnings.catch_warnings():  # a refused pickle: one error line, no warning lines
+                warnings.simplefilter("ignore")
+                state = torch.load(fh, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            text = " ".join(str(exc).split())
+            found = re.search(r"(unsupported (global|operand):?\s+(GLOBAL\s+)?[\w.]+)", text, re.IGNORECASE)
+            if found or "weights_only" in text.lower() or "weights only" in text.lower():
+                what = f" ({found.group(1)})" if found else ""
+                raise ValueError(f"{path}: refused: the checkpoint holds objects other than tensors and plain "
+                                 f"data{what}; only torch.load(weights_only=True) content is accepted") from None
+            raise ValueError(f"{path}: corrupt checkpoint ({text[:200]})") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
+                TypeError, AttributeError, UnicodeDecodeError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError)):
+                raise
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {detail})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not an osep-nas checkpoint (holds a {type(state).__name__}, expected a dict)")
     missing = [k for k in required if k not in state]

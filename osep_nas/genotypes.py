@@ -60,6 +60,7 @@ FIELDS: Tuple[str, ...] = Genotype._fields
 
 #: Text longer than this is refused before any parsing (a genotype is ~1 kB).
 MAX_TEXT_CHARS = 100_000
+MAX_GENOTYPE_FILE_BYTES = MAX_TEXT_CHARS * 4  # a genotype file: UTF-8 of at most MAX_TEXT_CHARS characters
 _MAX_DEPTH = 16          # nesting depth of the repr grammar ( Genotype( [ ( ... ) ] ) is 3 )
 _MAX_INT_DIGITS = 12
 _MAX_RANGE_LEN = 4096
@@ -501,21 +502,10 @@ def _short(value: Any) -> str:
 # -- files and command-line arguments -----------------------------------------------------
 def load_genotype(path: Union[str, "os.PathLike[str]"]) -> Genotype:
     """Read a genotype file (YAML as written by :func:`save_genotype`, JSON or the DARTS repr)."""
+    from osep_nas.io import read_user_bytes
+
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"genotype file not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"genotype path is a folder, not a file: {p}")
-    if not p.is_file():
-        raise ValueError(f"{p}: not a regular file")
-    limit = MAX_TEXT_CHARS * 4
-    size = p.stat().st_size
-    if size > limit:
-        raise ValueError(f"genotype file {p} is too large ({size} bytes)")
-    with open(p, "rb") as fh:
-        data = fh.read(limit + 1)  # bounded even if the file grows or lies about its size
-    if len(data) > limit:
-        raise ValueError(f"genotype file {p} is too large (over {limit} bytes)")
+    data = read_user_bytes(p, MAX_GENOTYPE_FILE_BYTES, "genotype file")  # regular files only, bounded
     try:
         return parse_genotype(data)
     except ValueError as exc:

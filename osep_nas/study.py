@@ -170,13 +170,15 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
 
 
 def _read_summary(path: Path) -> Optional[Dict[str, Any]]:
+    from osep_nas.io import read_user_text
+
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(read_user_text(path, what="run summary"))
     except (OSError, ValueError):
         return None
-    return summary if summary.get("completed") else None
+    return summary if isinstance(summary, dict) and summary.get("completed") else None
 
 
 # -- results ------------------------------------------------------------------------

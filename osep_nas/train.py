@@ -63,7 +63,7 @@ from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint
                                  restore_rng_state, save_checkpoint)
 from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
 from osep_nas.data import build_loaders, derive_seed
-from osep_nas.io import atomic_write_json, atomic_write_text, append_jsonl
+from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_bytes
 
 __all__ = ["train", "build_model", "resolve_genotype", "LRSchedule", "evaluate", "DEFAULT_NUM_CLASSES"]
 
@@ -284,12 +284,21 @@ def _check_out(out: Path, resume: bool) -> None:
         raise ValueError(f"training.out: cannot create {out}: {parent} is not writable")
 
 
+#: the largest metrics.jsonl a resumed run reads back (one ~300-byte line per epoch)
+MAX_METRICS_BYTES = 64 << 20
+
+
+def _read_metrics(path: Path) -> str:
+    """metrics.jsonl through the bounded reader (torn bytes replaced, not fatal)."""
+    return read_user_bytes(path, MAX_METRICS_BYTES, "metrics log").decode("utf-8", errors="replace")
+
+
 def _trim_metrics(path: Path, epochs_done: int) -> None:
     """Keep the metrics lines of the epochs a checkpoint holds (drop later and torn lines)."""
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in _read_metrics(path).splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
@@ -556,7 +565,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
             writer.close()
     epochs_done = end_epoch
     if last_record is None and rank0 and (out / "metrics.jsonl").exists():
-        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = _read_metrics(out / "metrics.jsonl").splitlines()
         last_record = json.loads(lines[-1]) if lines else None
     summary = {
         "out": str(out), "epochs": tc.epochs, "epochs_done": epochs_done, "completed": epochs_done >= tc.epochs,

@@ -90,13 +90,10 @@ def check_search_space(obj_or_path: Union[Mapping[str, Any], str, "os.PathLike[s
     elif isinstance(obj_or_path, (str, os.PathLike)):
         path = Path(obj_or_path)
         where = str(path)
-        if not path.exists():
-            raise FileNotFoundError(f"search space file not found: {path}")
-        if path.is_dir():
-            raise ValueError(f"{path}: is a folder, not a search space file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ValueError(f"{path}: file too large for a search space ({path.stat().st_size} bytes)")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        from osep_nas.io import read_user_bytes
+
+        # regular files only (never /dev/urandom or a pipe), at most MAX_FILE_BYTES
+        text = read_user_bytes(path, MAX_FILE_BYTES, "search space file").decode("utf-8", errors="replace")
         if path.suffix.lower() in (".yml", ".yaml"):
             from osep_nas.config import strict_yaml_load
 

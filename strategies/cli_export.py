@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from osep_nas.io import check_user_file, read_user_text
+
 HELP = "write the Pareto report (table, pareto.yaml/png, knee cells) of an nnictl experiment or a search folder"
 DESCRIPTION = (
     "Read the results of an nnictl experiment (its ID, its folder or its db/nni.sqlite; read directly, "
@@ -35,6 +37,8 @@ DESCRIPTION = (
 )
 
 DB_RELATIVE = Path("db") / "nni.sqlite"
+MAX_DB_BYTES = 8 << 30
+MAX_MANIFEST_BYTES = 16 << 20  # nnictl's experiment list
 #: NNI trial states that mean "this trial did not complete normally"
 _BAD_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 _STATE_EVENTS = {"WAITING", "RUNNING", "SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED",
@@ -81,7 +85,7 @@ def find_source(text: str) -> Source:
     manifest = home / ".experiment"
     if manifest.is_file():
         try:
-            entry = json.loads(manifest.read_text(encoding="utf-8")).get(text)
+            entry = json.loads(read_user_text(manifest, MAX_MANIFEST_BYTES, "nnictl experiment list")).get(text)
         except (OSError, ValueError):
             entry = None
         if isinstance(entry, dict) and entry.get("logDir"):
@@ -117,9 +121,7 @@ def read_experiment(db_path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], Di
 
     from .tuner import metric_record
 
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise FileNotFoundError(f"NNI database not found: {db_path}")
+    db_path = check_user_file(db_path, MAX_DB_BYTES, "NNI database")  # a regular file, never a device
     try:
         con = sqlite3.connect(f"file:{db_path.resolve()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -223,7 +225,7 @@ def _search_objectives(folder: Path) -> Optional[List[str]]:
         if not p.is_file():
             continue
         try:
-            doc = strict_yaml_load(p.read_text(encoding="utf-8"), str(p))  # refuses alias bombs
+            doc = strict_yaml_load(read_user_text(p, what="search file"), str(p))  # refuses alias bombs
         except (OSError, UnicodeDecodeError, RecursionError):
             continue
         except ConfigError as exc:

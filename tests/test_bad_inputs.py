@@ -231,7 +231,7 @@ CASES: List[Case] = [
     C("checkpoint-not_a_dict-resume", resume(), "not an osep-nas checkpoint", prep=put("ckpt_list.pt", "last.pt")),
     C("checkpoint-missing_keys-resume", resume(), "lacks", prep=put("ckpt_lacks.pt", "last.pt")),
     C("checkpoint-more_epochs_than_asked-resume", resume(), "already holds", prep=put("ckpt_epoch99.pt", "last.pt")),
-    C("checkpoint-folder_not_file-resume", resume(), "not a checkpoint file", prep=mkdir_at("last.pt")),
+    C("checkpoint-folder_not_file-resume", resume(), "folder, not a regular file", prep=mkdir_at("last.pt")),
     C("checkpoint-nothing_to_resume-resume", resume(), "nothing to resume"),
     C("checkpoint-truncated-eval", evaluate_ckpt("{c}/ckpt_truncated.pt"), "truncated|corrupt"),
     C("checkpoint-random_bytes-eval", evaluate_ckpt("{c}/ckpt_random.pt"), "checkpoint"),

@@ -46,6 +46,33 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+#: options whose value may name a file the command reads
+_INPUT_FILE_OPTIONS = ("--check", "--genotype", "--config", "--checkpoint", "--params", "--experiment", "--data")
+
+
+def _refuse_special_inputs(argv: Sequence[str]) -> None:
+    """Refuse a device, pipe or socket given as an input file (``--check /dev/urandom``,
+    ``--genotype /dev/zero``, a study file) before the command imports torch: the same
+    one-line error the command's bounded reader (:mod:`osep_nas.io`) gives, in a
+    fraction of a second.  Regular files and folders are left to the command."""
+    from osep_nas.io import refuse_special_file
+
+    after_option = True  # argv[0] is the command name
+    for i, token in enumerate(argv):
+        option, eq, value = token.partition("=")
+        if token.startswith("-"):
+            if option in _INPUT_FILE_OPTIONS:
+                if eq:
+                    refuse_special_file(value, option)
+                elif i + 1 < len(argv):
+                    refuse_special_file(argv[i + 1], option)
+            after_option = not eq and token != "--"
+            continue
+        if not after_option:  # a positional argument (the study file)
+            refuse_special_file(token, "input file")
+        after_option = False
+
+
 def _command_table() -> Dict[str, str]:
     table = dict(_BUILTIN_COMMANDS)
     try:
@@ -100,6 +127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = _command_table()
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen in table:
+        try:  # before the command's module (and torch) is imported
+            _refuse_special_inputs(argv[argv.index(chosen):])
+        except ValueError as exc:
+            print(f"osep-nas {chosen}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         parser = build_parser({chosen: table[chosen]})
     else:
         parser = build_parser(table)

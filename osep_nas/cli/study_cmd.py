@@ -23,10 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from osep_nas.io import read_user_text
     from osep_nas.study import run_study
 
     result = run_study(args.study, args.overrides, data=args.data, out=args.out)
     out = result["out"]
-    print(open(f"{out}/results.md", encoding="utf-8").read())
+    print(read_user_text(f"{out}/results.md", 64 << 20, "study results"))
     print(f"wrote {out}/results.csv, {out}/results.md and plots in {out}/")
     return 0

@@ -36,14 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _genotype_text(value: str) -> str:
+    """--genotype: the text of a genotype file (read through the bounded reader), else as given."""
+    from osep_nas.genotypes import MAX_GENOTYPE_FILE_BYTES
+    from osep_nas.io import read_user_text
+
     path = Path(value).expanduser()
-    if len(value) < 4096 and "\n" not in value and os.path.isfile(path):  # isfile: no OSError on long text
-        if path.stat().st_size > (1 << 20):
-            raise ValueError(f"--genotype {value}: file too large for a genotype")
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except UnicodeDecodeError:
-            raise ValueError(f"--genotype {value}: not UTF-8 text") from None
+    if len(value) < 4096 and "\n" not in value and os.path.lexists(path):  # lexists: no OSError on long text
+        return read_user_text(path, MAX_GENOTYPE_FILE_BYTES, "--genotype file").strip()
     return value
 
 
