@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from osep_nas.config import ConfigError, _f, load_config
 from osep_nas.io import atomic_open, atomic_write_text
+from osep_nas.outlock import hold_out_dir
 
 RUN_KEYS = {"model", "gamma", "set", "label"}
 
@@ -146,26 +147,26 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
             sets = run_overrides(study, run, seed, run_out, data)
             load_config(recipe, sets)
             plans.append((run, seed, run_out, sets))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (run, seed, run_out, sets) in enumerate(plans, 1):
-        summary_path = run_out / "summary.json"
-        summary = _read_summary(summary_path)
-        if summary is None:
-            resume = (run_out / "last.pt").exists()
-            log(f"[{i}/{len(plans)}] {run.name} seed {seed}: {'resuming' if resume else 'training'} -> {run_out}")
-            tc = load_config(recipe, sets + [f"training.resume={'true' if resume else 'false'}"])
-            summary = train(tc, progress=progress)
-        else:
-            log(f"[{i}/{len(plans)}] {run.name} seed {seed}: done earlier ({summary_path})")
-        final = summary.get("final") or {}
-        rows.append({
-            "run": run.name, "model": run.model, "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
-            "params": summary.get("params"), "flops": summary.get("flops"),
-            "epochs": summary.get("epochs_done"), "final_top1": final.get("test_top1"),
-            "best_top1": summary.get("best_top1"), "wall_s": summary.get("wall_s"),
-        })
-    write_results(rows, out_dir, study.name)
+    with hold_out_dir(out_dir):  # one writer per OUT (creates it); a second study on it is refused
+        rows = []
+        for i, (run, seed, run_out, sets) in enumerate(plans, 1):
+            summary_path = run_out / "summary.json"
+            summary = _read_summary(summary_path)
+            if summary is None:
+                resume = (run_out / "last.pt").exists()
+                log(f"[{i}/{len(plans)}] {run.name} seed {seed}: {'resuming' if resume else 'training'} -> {run_out}")
+                tc = load_config(recipe, sets + [f"training.resume={'true' if resume else 'false'}"])
+                summary = train(tc, progress=progress)
+            else:
+                log(f"[{i}/{len(plans)}] {run.name} seed {seed}: done earlier ({summary_path})")
+            final = summary.get("final") or {}
+            rows.append({
+                "run": run.name, "model": run.model, "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
+                "params": summary.get("params"), "flops": summary.get("flops"),
+                "epochs": summary.get("epochs_done"), "final_top1": final.get("test_top1"),
+                "best_top1": summary.get("best_top1"), "wall_s": summary.get("wall_s"),
+            })
+        write_results(rows, out_dir, study.name)
     return {"out": str(out_dir), "rows": rows}
 
 

@@ -64,6 +64,7 @@ from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint
 from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
 from osep_nas.data import build_loaders, derive_seed
 from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_bytes
+from osep_nas.outlock import hold_out_dir
 
 __all__ = ["train", "build_model", "resolve_genotype", "LRSchedule", "evaluate", "DEFAULT_NUM_CLASSES"]
 
@@ -401,7 +402,11 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
         raise ValueError(f"stop_after must be >= 0, got {stop_after}")
     dist_ctx, device = _setup_distributed(tc.device)
     try:
-        with _determinism(tc.deterministic, device):
+        with contextlib.ExitStack() as stack:
+            if dist_ctx.rank == 0:  # one writer per OUT: a second train/study/search on it is refused
+                _check_out(out, resume=True)  # a file, not writable: its own message; then the lock
+                stack.enter_context(hold_out_dir(out))  # before "already holds a run": a live owner is named
+            stack.enter_context(_determinism(tc.deterministic, device))
             return _train(cfg, model_builder, out, dist_ctx, device, stop_after, progress, t0)
     finally:
         if dist_ctx.owned:
