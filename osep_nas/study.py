@@ -110,23 +110,39 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     return cfg
 
 
-def run_overrides(study: StudySection, run: RunSpec, seed: int, out: Path, data: Optional[str]) -> List[str]:
-    """The recipe overrides of one run: study-wide ones, then the run's, then seed/out."""
+def data_overrides(recipe: str | Path, data: Optional[str], dataset: Optional[str] = None) -> List[str]:
+    """``--data digits|DIR`` (and ``--dataset`` where the folder's kind is ambiguous) as
+    overrides of the recipe (:func:`osep_nas.data_arg.resolve_data`)."""
+    from osep_nas.data_arg import resolve_data
+
+    if data is None and dataset is None:
+        return []
+    configured = load_config(recipe).data.dataset
+    return [f"data.{k}={json.dumps(v)}" for k, v in resolve_data(data, dataset, configured).items()]
+
+
+def run_overrides(study: StudySection, run: RunSpec, seed: int, out: Path, data: Sequence[str] = ()) -> List[str]:
+    """The recipe overrides of one run: study-wide ones, then the data's (:func:`data_overrides`),
+    then the run's, then seed/out."""
     sets = [f"model.name={run.model}"]
     if run.gamma is not None and run.gamma > 0:
         sets.append(f"model.gamma={run.gamma}")
     if study.epochs is not None:
         sets.append(f"training.epochs={study.epochs}")
-    if data is not None:
-        sets.append(f"data.root={data}")
+    if isinstance(data, (str, Path)):  # a data folder, as before the data vocabulary
+        data = [f"data.root={json.dumps(str(data))}"]
+    sets += list(data)
     sets += list(study.set) + list(run.overrides)
     sets += [f"training.seed={seed}", f"training.out={out}"]
     return sets
 
 
 def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[str] = None,
-              out: Optional[str] = None, progress: Optional[bool] = None, log=print) -> Dict[str, Any]:
-    """Run (or resume) every run of the study, then write the CSV, table and plots."""
+              out: Optional[str] = None, progress: Optional[bool] = None, log=print,
+              dataset: Optional[str] = None) -> Dict[str, Any]:
+    """Run (or resume) every run of the study, then write the CSV, table and plots.
+    ``data``: ``"digits"`` or a data folder for every run (``dataset`` where its kind is
+    ambiguous), as ``--data`` of the command line."""
     from osep_nas.train import train  # heavy import, only when a study runs
 
     path = Path(path)
@@ -135,8 +151,7 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
     recipe = (path.parent / study.recipe).resolve()
     if not recipe.exists():
         raise FileNotFoundError(f"study.recipe: recipe file not found: {recipe}")
-    if data is not None and not Path(data).exists():
-        raise FileNotFoundError(f"data folder not found: {data}")
+    data_sets = data_overrides(recipe, data, dataset)
     out_dir = Path(out or study.out)
     runs = parse_runs(study.runs)
     # validate every run's config before training anything
@@ -144,7 +159,7 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
     for run in runs:
         for seed in study.seeds:
             run_out = out_dir / _slug(run.name) / f"seed{seed}"
-            sets = run_overrides(study, run, seed, run_out, data)
+            sets = run_overrides(study, run, seed, run_out, data_sets)
             load_config(recipe, sets)
             plans.append((run, seed, run_out, sets))
     with hold_out_dir(out_dir):  # one writer per OUT (creates it); a second study on it is refused

@@ -39,11 +39,47 @@ class UsageError(ValueError):
     """Bad input from the user; the CLI prints its message as one line and exits 2."""
 
 
+#: spellings users reach for, and the option this command line uses instead
+_OPTION_ALIASES = {"--dataset": "--data", "--data-dir": "--data", "--data-root": "--data", "--root": "--data",
+                   "--dir": "--data", "--output": "--out", "--output-dir": "--out", "--out-dir": "--out",
+                   "--outdir": "--out", "--cfg": "--config", "--arch": "--genotype", "--ckpt": "--checkpoint",
+                   "--epoch": "--epochs", "--override": "--set"}
+
+
+def suggest_option(parser: argparse.ArgumentParser, token: str) -> Optional[str]:
+    """The option of ``parser`` the user probably meant by ``token`` (``--dataset`` where
+    only ``--data`` exists, ``--epoch`` for ``--epochs``), or None."""
+    import difflib
+
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    word = token.split("=", 1)[0]
+    if _OPTION_ALIASES.get(word) in known:
+        return _OPTION_ALIASES[word]
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line on stderr (exit 2), no usage dump."""
+    """argparse that reports a usage error as one line on stderr (exit 2), no usage dump;
+    a wrong option is answered with the right one (``did you mean --data?``)."""
 
     def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        hint = ""
+        if message.startswith("argument --dataset: invalid choice") and "--data" in self._option_string_actions:
+            hint = "; the data itself (digits or a folder) goes to --data digits|DIR"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{hint} (see --help)\n")
+
+    def unrecognized(self, extras: Sequence[str]) -> "NoReturn":  # type: ignore[name-defined]
+        """Exit 2 naming the unknown arguments and, for an option, the one meant."""
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        for token in extras:
+            if token.startswith("--"):
+                right = suggest_option(self, token)
+                if right:
+                    metavar = self._option_string_actions[right].metavar
+                    message += f"; did you mean {right}{' ' + metavar if isinstance(metavar, str) else ''}?"
+                break
+        self.error(message)
 
 
 #: options whose value may name a file the command reads
@@ -109,7 +145,7 @@ def build_parser(commands: Optional[Dict[str, str]] = None) -> argparse.Argument
         sp = sub.add_parser(name, help=help_line, description=getattr(module, "DESCRIPTION", help_line),
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(sp)
-        sp.set_defaults(_run=module.run, _name=name)
+        sp.set_defaults(_run=module.run, _name=name, _parser=sp)
     return parser
 
 
@@ -135,7 +171,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser = build_parser({chosen: table[chosen]})
     else:
         parser = build_parser(table)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        getattr(args, "_parser", parser).unrecognized(extras)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

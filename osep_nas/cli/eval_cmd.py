@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 from torch import nn
 
 from osep_nas.cli import profile_cmd
+from osep_nas.data_arg import DATA_HELP, DATA_METAVAR, resolve_data
 
 HELP = "#Params, FLOPs and latency of a genotype's evaluation network"
 DESCRIPTION = (
@@ -39,10 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a checkpoint of `osep-nas train` (last.pt / best.pt): evaluate its accuracy on the "
                              "test split (top-1, top-5) with #Params and FLOPs; the network and data come from "
                              "the config stored in it")
-    parser.add_argument("--data", default=None, metavar="DIR",
-                        help="with --checkpoint: the data folder (default: the one stored in the checkpoint)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10",
-                        help="network layout: CIFAR (32x32) or ImageNet (224x224)")
+    parser.add_argument("--data", default=None, metavar=DATA_METAVAR,
+                        help=f"with --checkpoint: the test data, {DATA_HELP} (default: the data stored in the "
+                             f"checkpoint)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                        help="with --genotype: the network layout, CIFAR (32x32, the default) or ImageNet "
+                             "(224x224); with --checkpoint and --data DIR: the folder's kind where it does not "
+                             "tell")
     parser.add_argument("--init-channels", type=int, default=None, help="channels of the first cell "
                         "(default 36 on CIFAR, 48 on ImageNet)")
     parser.add_argument("--layers", type=int, default=None, help="number of cells (default 20 CIFAR, 14 ImageNet)")
@@ -74,6 +78,8 @@ def build_network(args: argparse.Namespace) -> nn.Module:
     _positive(args.num_classes, "--num-classes")
     if args.gamma is not None and not args.gamma > 0:
         raise ValueError(f"--gamma must be positive, got {args.gamma}")
+    if getattr(args, "dataset", None) is None:
+        args.dataset = "cifar10"  # the default layout
     genotype = resolve_genotype(args.genotype)
     if args.osep:
         from osep_nas.genotypes import to_osep
@@ -127,11 +133,12 @@ def profile_network(args: argparse.Namespace, model: nn.Module) -> Dict[str, Any
     return row
 
 
-def evaluate_checkpoint(path: str, data: Optional[str] = None) -> Dict[str, Any]:
+def evaluate_checkpoint(path: str, data: Optional[str] = None, dataset: Optional[str] = None) -> Dict[str, Any]:
     """Top-1/top-5 on the test split, #Params and FLOPs of a training checkpoint.
 
     The checkpoint is read with ``torch.load(weights_only=True)``; its stored config
-    rebuilds the network and the data loaders (``data`` replaces the data folder)."""
+    rebuilds the network and the data loaders.  ``data`` (``"digits"`` or a folder, as
+    ``--data``; ``dataset`` where the folder's kind is ambiguous) replaces the stored data."""
     import torch
 
     from osep_nas import count_flops, count_params
@@ -140,15 +147,19 @@ def evaluate_checkpoint(path: str, data: Optional[str] = None) -> Dict[str, Any]
     from osep_nas.data import build_loaders
     from osep_nas.train import build_model, evaluate
 
-    if data is not None and not Path(data).exists():
+    if data is not None and data != "digits" and not Path(data).exists():
         raise FileNotFoundError(f"data folder not found: {data}")
     state = load_checkpoint(path, required=("model", "config"))
-    if not isinstance(state["config"], dict):
+    stored = state["config"]
+    if not isinstance(stored, dict):
         raise ValueError(f"{path}: the stored config is not a mapping")
-    # never trust the stored config to download anything; --data replaces the data folder
-    overrides = ["data.download=false"] + ([f"data.root={data}"] if data is not None else [])
+    if data is not None:  # --data replaces the stored data set and folder
+        section = stored.get("data") if isinstance(stored.get("data"), dict) else {}
+        configured = section.get("dataset") if isinstance(section.get("dataset"), str) else None
+        stored = dict(stored, data=dict(section, **resolve_data(data, dataset, configured)))
+    # never trust the stored config to download anything
     try:
-        cfg = load_config(state["config"], overrides)
+        cfg = load_config(stored, ["data.download=false"])
     except ConfigError as exc:
         raise ConfigError(f"{path}: stored config: {exc}") from None
     _, test_loader, info = build_loaders(cfg, device="cpu")
@@ -169,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         if args.genotype is not None:
             raise ValueError("give either --checkpoint (accuracy of a trained network) or --genotype (profile), not both")
-        result = evaluate_checkpoint(args.checkpoint, args.data)
+        result = evaluate_checkpoint(args.checkpoint, args.data, args.dataset)
         print(f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['dataset']} test split "
               f"({result['test_images']} images):")
         print(f"  top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
@@ -182,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
     if args.genotype is None:
         raise ValueError("give --genotype TEXT|FILE (profile a genotype's network) or --checkpoint FILE (accuracy)")
     if args.data is not None:
-        raise ValueError("--data goes with --checkpoint")
+        raise ValueError("--data goes with --checkpoint (with --genotype, --dataset chooses the network layout)")
+    args.dataset = args.dataset or "cifar10"
     profile_cmd.check_latency_arguments(args)
     model = build_network(args)
     row = profile_network(args, model)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from osep_nas.data_arg import DATA_HELP, DATA_METAVAR, DIGITS, FOLDER_DATASETS, resolve_data
+
 HELP = "train a DARTS genotype or a named model on CIFAR, ImageNet or the embedded digits"
 DESCRIPTION = (
     "Train with a YAML recipe (examples/configs/*.yaml; see osep_nas.config for every key). "
@@ -26,8 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME", help="model name for osep_nas.models.create_model (model.name)")
     p.add_argument("--genotype", metavar="TEXT|FILE",
                    help="DARTS genotype: a name (O_DARTS, DARTS_V2), its text, or a file holding it")
-    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet", "digits"), help="data.dataset")
-    p.add_argument("--data", metavar="DIR", help="data folder (data.root)")
+    p.add_argument("--data", metavar=DATA_METAVAR, help=f"data.dataset and data.root: {DATA_HELP}")
+    p.add_argument("--dataset", choices=FOLDER_DATASETS + (DIGITS,),
+                   help="the kind of the --data folder, only where the folder does not tell "
+                        "(it holds both CIFAR-10 and CIFAR-100); '--dataset digits' is the old "
+                        "spelling of '--data digits'")
     p.add_argument("--out", metavar="DIR", help="output folder (training.out)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--epochs", type=int, metavar="N", help="training.epochs")
@@ -57,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
             base = out / "config.yaml"
     cfg = load_config(base, args.overrides)
     tree = config_to_dict(cfg)
+    if args.dataset == DIGITS and args.data is None and int(os.environ.get("RANK", "0") or 0) == 0:
+        print("osep-nas train: note: --dataset digits is deprecated, use --data digits", file=sys.stderr)
+    data = resolve_data(args.data, args.dataset, tree["data"]["dataset"])
+    tree["data"].update(data)
     flags = {
         ("model", "name"): args.model,
         ("model", "genotype"): _genotype_text(args.genotype) if args.genotype else None,
-        ("data", "dataset"): args.dataset,
-        ("data", "root"): args.data,
         ("training", "out"): args.out,
         ("training", "epochs"): args.epochs,
         ("training", "device"): args.device,
