@@ -15,7 +15,7 @@ import yaml
 
 from osep_nas.cli import main as cli_main
 from osep_nas.genotypes import Genotype, parse_genotype, random_genotype
-from search_spaces.hpo import check_search_space, genotype_to_params
+from search_spaces.hpo import check_search_space, genotype_to_params, params_to_genotype
 from strategies import cli_export
 from strategies.cli_export import export, find_source, read_experiment
 
@@ -90,7 +90,9 @@ def test_example_config_and_meta_are_valid():
     assert Path(canon.search_space_file) == EXAMPLES / "nni" / "search_space.json"
     assert Path(canon.experiment_working_directory) == ROOT / "runs" / "nni-experiments"
     assert canon.trial_concurrency == 1 and canon.max_trial_number >= 4
-    assert canon.tuner.name == "ParetoEvolution"
+    # self-contained: the tuner by its class, importable from the code directory (no registration)
+    assert canon.tuner.name is None and canon.tuner.class_name == "strategies.tuner.ParetoTuner"
+    assert Path(canon.tuner.code_directory) == ROOT
     summary = check_search_space(canon.search_space_file)
     assert summary["num_nodes"] == 4
     ParetoTunerClassArgsValidator().validate_class_args(**canon.tuner.class_args)
@@ -187,6 +189,47 @@ def test_export_search_folder(tmp_path, capsys):
     assert "Pareto front" in capsys.readouterr().out
 
 
+def test_remote_training_service_example_passes_nni_validation(tmp_path):
+    """examples/search_remote.yml: NNI's own ExperimentConfig validation accepts it (offline,
+    no connection), with the trial command, space, tuner and proxy of examples/search.yml."""
+    from nni.experiment.config import ExperimentConfig
+    from nni.experiment.config.training_services import RemoteConfig
+
+    local = ExperimentConfig.load(str(EXAMPLES / "search.yml"))
+    remote = ExperimentConfig.load(str(EXAMPLES / "search_remote.yml"))
+    # NNI checks that each machine's SSH key exists on THIS machine: point them at a stand-in
+    key = tmp_path / "id_ed25519"
+    key.write_text("stand-in key\n")
+    assert [m.ssh_key_file for m in remote.training_service.machine_list] == ["~/.ssh/id_ed25519"] * 2
+    for machine in remote.training_service.machine_list:
+        machine.ssh_key_file = str(key)
+    remote.validate()  # raises on any schema error; it makes no connection
+    canon, lcanon = remote.canonical_copy(), local.canonical_copy()
+    ts = canon.training_service
+    assert isinstance(ts, RemoteConfig) and ts.platform == "remote" and ts.reuse_mode is True
+    assert [(m.host, m.port, m.user) for m in ts.machine_list] == [("192.0.2.11", 22, "alice"),
+                                                                  ("192.0.2.12", 22, "alice")]
+    assert all(m.python_path == "/home/alice/osep-nas/.venv/bin" for m in ts.machine_list)
+    assert canon.trial_command == lcanon.trial_command
+    assert canon.search_space_file == lcanon.search_space_file
+    assert canon.trial_code_directory == lcanon.trial_code_directory == str(ROOT)
+    assert (canon.tuner.class_name, canon.tuner.code_directory) == (lcanon.tuner.class_name,
+                                                                    lcanon.tuner.code_directory)
+    proxy_keys = ("init_channels", "layers", "image_size", "objectives")
+    assert {k: canon.tuner.class_args[k] for k in proxy_keys} == {k: lcanon.tuner.class_args[k] for k in proxy_keys}
+    from strategies.tuner import ParetoTunerClassArgsValidator
+
+    ParetoTunerClassArgsValidator().validate_class_args(**canon.tuner.class_args)
+    # what NNI uploads to the machines leaves the local venv and outputs behind
+    ignored = (ROOT / ".nniignore").read_text().split()
+    assert {".venv/", "runs/", ".git/"} <= set(ignored)
+    # and the validation is real: a machine without a key or password is refused
+    bad = ExperimentConfig.load(str(EXAMPLES / "search_remote.yml"))
+    bad.training_service.machine_list[0].ssh_key_file = str(tmp_path / "missing_key")
+    with pytest.raises(ValueError, match="SSH key file"):
+        bad.validate()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,36 +238,46 @@ def _free_port():
 
 @pytest.mark.slow
 def test_nnictl_end_to_end(tmp_path):
-    """register the tuner, nnictl create the example (4 short trials), all SUCCEEDED with a dict
-    metric, nnictl stop, then export the stopped experiment."""
+    """From an NNI registry where nothing is registered, nnictl create the example as it is
+    (its tuner given by className + codeDirectory; only the trial count, the proxy's steps and
+    the folders shrunk): 4 trials SUCCEEDED with a dict metric, nnictl stop, then export."""
     venv_bin = Path(sys.executable).parent
     nnictl = venv_bin / "nnictl"
     if not nnictl.exists():
         pytest.skip("nnictl is not installed next to this python")
-    # own NNI config folder (the registration) and own HOME (nnictl's experiment list,
-    # ~/nni-experiments/.experiment, which concurrent NNI runs rewrite), both temporary
-    env = dict(os.environ, NNI_CONFIG_DIR=str(tmp_path / "nni-config"), HOME=str(tmp_path / "home"),
-               PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONWARNINGS="ignore")
-    (tmp_path / "nni-config").mkdir()
+    # NNI keeps registered algorithms in <config dir>/registered_algorithms.yml, the config dir
+    # being $NNI_CONFIG_DIR, else <venv>/nni (nni.runtime.config.get_config_directory): an empty
+    # temporary one here. Own HOME too (nnictl's experiment list, ~/nni-experiments/.experiment,
+    # which concurrent NNI runs rewrite).
+    config_dir = tmp_path / "nni-config"
+    # The native kernel stays in the user's torch extension cache (a new HOME would rebuild it).
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "torch_extensions")
+    env = dict(os.environ, NNI_CONFIG_DIR=str(config_dir), HOME=str(tmp_path / "home"),
+               PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONWARNINGS="ignore",
+               TORCH_EXTENSIONS_DIR=extensions)
+    config_dir.mkdir()
     (tmp_path / "home").mkdir()
 
     def nnictl_run(*args, timeout=120):
         return subprocess.run([str(nnictl), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
 
-    reg = nnictl_run("algo", "register", "--meta", str(EXAMPLES / "nni" / "pareto_tuner.yml"))
-    assert reg.returncode == 0 and "ParetoEvolution" in nnictl_run("algo", "list").stdout, reg.stderr
+    listing = nnictl_run("algo", "list")
+    assert listing.returncode == 0 and "ParetoEvolution" not in listing.stdout, listing.stdout
+    registered = yaml.safe_load((config_dir / "registered_algorithms.yml").read_text()) or {}
+    assert all(not v for v in registered.values()), registered  # nothing registered
     doc = yaml.safe_load((EXAMPLES / "search.yml").read_text())
     doc.update(searchSpaceFile=str(EXAMPLES / "nni" / "search_space.json"), trialCodeDirectory=str(ROOT),
                experimentWorkingDirectory=str(tmp_path / "exps"), maxTrialNumber=4,
-               trialCommand=f"{sys.executable} -m strategies.cli_trial --config examples/nni/trial.yaml "
-                            f"--set proxy.steps=20")
+               trialCommand=doc["trialCommand"] + " --set proxy.steps=20")  # the example's command, on PATH
     config = tmp_path / "search.yml"
+    assert doc["tuner"]["className"] == "strategies.tuner.ParetoTuner" and "name" not in doc["tuner"]
+    doc["tuner"]["codeDirectory"] = str(ROOT)  # was relative to examples/
     config.write_text(yaml.safe_dump(doc))
-    create = nnictl_run("create", "--config", str(config), "--port", str(_free_port()))
-    assert create.returncode == 0, create.stdout + create.stderr
     trials, listing, exp_id = None, None, None
     try:
+        create = nnictl_run("create", "--config", str(config), "--port", str(_free_port()))
+        assert create.returncode == 0, create.stdout + create.stderr
         exp_id = next(p.name for p in (tmp_path / "exps").iterdir()
                       if p.is_dir() and not p.is_symlink() and not p.name.startswith("_"))  # not _latest
         db = tmp_path / "exps" / exp_id / "db" / "nni.sqlite"
@@ -261,6 +314,14 @@ def test_nnictl_end_to_end(tmp_path):
         assert t["status"] == "SUCCEEDED", t
         metric = json.loads(json.loads(t["finalMetricData"][0]["data"]))
         assert set(metric) >= {"default", "params", "flops"}
+        assert 0.0 <= metric["default"] <= 100.0
+        assert isinstance(metric["params"], int) and metric["params"] > 0 and metric["flops"] > 0
+        # the parameters NNI sent are a valid genotype of the example's space
+        hp = t["hyperParameters"][0]
+        genotype = params_to_genotype((json.loads(hp) if isinstance(hp, str) else hp)["parameters"])
+        assert len(genotype.normal) == len(genotype.reduce) == 8
+    # still nothing registered: the tuner came from className + codeDirectory
+    assert "ParetoEvolution" not in nnictl_run("algo", "list").stdout
     # the stopped experiment exports, by its ID (nnictl's experiment list in HOME)
     out = subprocess.run([str(venv_bin / "osep-nas"), "export", "--experiment", exp_id, "--out",
                           str(tmp_path / "report")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
