@@ -227,6 +227,15 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def one_line(text: Any, limit: int = 80) -> str:
+    """User text for a one-line message: control characters escaped, at most ``limit`` characters."""
+    text = text if isinstance(text, str) else short_repr(text, limit)
+    if text.isprintable() and len(text) <= limit:
+        return text
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _yaml_load(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
@@ -409,14 +418,15 @@ def _from_mapping(raw: Any, source: str, schema: type = Config) -> Any:
 def parse_override(text: str, schema: type = Config) -> Tuple[List[str], Any]:
     """``'optim.lr=0.05'`` -> (['optim', 'lr'], 0.05); resolves short aliases."""
     if not isinstance(text, str) or "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.05")
+        raise ConfigError(f"--set {short_repr(text)}: expected KEY=VALUE, e.g. optim.lr=0.05")
     key, _, value_text = text.partition("=")
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {text!r}: empty key")
+        raise ConfigError(f"--set {short_repr(text)}: empty key")
+    shown = one_line(key)  # echoed in messages: one line, bounded
     if len(value_text) > 64 * 1024:
-        raise ConfigError(f"--set {key}: value too long")
-    value = _yaml_load(value_text, f"--set {key}") if value_text.strip() else None
+        raise ConfigError(f"--set {shown}: value too long")
+    value = _yaml_load(value_text, f"--set {shown}") if value_text.strip() else None
     parts = key.split(".")
     sections = _sections(schema)
     if parts[0] not in sections:
@@ -424,11 +434,11 @@ def parse_override(text: str, schema: type = Config) -> Tuple[List[str], Any]:
         if len(parts) == 1 and parts[0] in leaves:
             paths = leaves[parts[0]]
             if len(paths) > 1:
-                raise ConfigError(f"--set {key}: ambiguous short key; spell out one of {', '.join(paths)}")
+                raise ConfigError(f"--set {shown}: ambiguous short key; spell out one of {', '.join(paths)}")
             parts = paths[0].split(".")
         else:
             candidates = list(sections) + [p for ps in leaves.values() for p in ps] + list(leaves)
-            raise ConfigError(f"--set {key}: unknown key{_suggest(key, candidates)}")
+            raise ConfigError(f"--set {shown}: unknown key{_suggest(key, candidates) if len(key) <= 100 else ''}")
     return parts, value
 
 
@@ -491,13 +501,13 @@ def load_config(path_or_dict: Union[str, "os.PathLike[str]", Mapping[str, Any], 
         tree = _deep_copy(raw) if isinstance(raw, dict) else {}
         for text in overrides:
             parts, value = parse_override(text, schema)
-            _apply(tree, parts, value, ".".join(parts))
+            _apply(tree, parts, value, one_line(".".join(parts)))
             try:
                 _from_mapping(tree, "config", schema)
             except ConfigError as exc:
                 msg = str(exc)
                 msg = msg[len("config: "):] if msg.startswith("config: ") else msg
-                raise ConfigError(f"--set {text}: {msg}") from None
+                raise ConfigError(f"--set {one_line(text)}: {msg}") from None
         raw = tree
         source = "config"
     return _from_mapping(raw, source, schema)
