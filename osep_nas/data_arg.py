@@ -66,12 +66,14 @@ def resolve_data(data: Optional[str], dataset: Optional[str] = None,
     if dataset == DIGITS:
         raise ValueError(f"--dataset digits takes no folder: give --data digits (not --data {data})")
     root = Path(data).expanduser()
+    if dataset is not None:
+        return {"dataset": dataset, "root": data}
     if not root.exists():
+        if configured in FOLDER_DATASETS:  # the loader says what is missing (or downloads, when asked)
+            return {"dataset": configured, "root": data}
         raise FileNotFoundError(f"--data: folder not found: {data} (give 'digits' or a data folder)")
     if not root.is_dir():
         raise ValueError(f"--data: {data} is not a folder (give 'digits' or a data folder)")
-    if dataset is not None:
-        return {"dataset": dataset, "root": data}
     kinds = folder_kinds(root)
     if configured in kinds or (not kinds and configured in FOLDER_DATASETS):
         return {"dataset": configured, "root": data}  # the config's kind, or the loader says what is missing

@@ -60,7 +60,12 @@ def test_digits_and_errors(tmp_path):
     with pytest.raises(ValueError, match="give --data digits"):
         resolve_data(str(tmp_path), "digits")
     with pytest.raises(FileNotFoundError, match="--data: folder not found: .*nope"):
-        resolve_data(str(tmp_path / "nope"))
+        resolve_data(str(tmp_path / "nope"), None, "digits")
+    # a folder still to be filled (data.download) keeps the config's kind; the loader judges it
+    assert resolve_data(str(tmp_path / "nope"), None, "cifar100") == {"dataset": "cifar100",
+                                                                       "root": str(tmp_path / "nope")}
+    assert resolve_data(str(tmp_path / "nope"), "imagenet", "digits") == {"dataset": "imagenet",
+                                                                           "root": str(tmp_path / "nope")}
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is not a folder"):
         resolve_data(str(tmp_path / "f"))
