@@ -354,7 +354,7 @@ def _build_section(name: str, cls: type, raw: Any, all_fields: Dict[str, List[st
                           for ps in all_fields.values() for p in ps]
                 best = max(scored) if scored else (0.0, "")
                 hint = f" (did you mean {best[1]}?)" if best[0] >= 0.6 else ""
-            raise ConfigError(f"{name}.{key_s}: unknown key{hint}")
+            raise ConfigError(f"{name}.{one_line(key_s)}: unknown key{hint}")
         typ, fld = fields[key]
         values[key] = _check_value(f"{name}.{key}", typ, fld, value)
     return cls(**values)
@@ -403,7 +403,7 @@ def _from_mapping(raw: Any, source: str, schema: type = Config) -> Any:
                 hint = _suggest(key_s, list(sections))
                 if not hint and key_s in leaves:
                     hint = f" (did you mean {' or '.join(leaves[key_s])}?)"
-                raise ConfigError(f"{key_s}: unknown section{hint}; sections are {', '.join(sections)}")
+                raise ConfigError(f"{one_line(key_s)}: unknown section{hint}; sections are {', '.join(sections)}")
             built[key] = _build_section(key, sections[key], value, leaves)
         cfg = schema(**built)
         if isinstance(cfg, Config):

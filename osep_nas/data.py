@@ -196,7 +196,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise _RefusedGlobal(f"global {module}.{name} is not allowed") from None
+            shown = ascii(f"{module}.{name}")[1:-1]  # from the file: escaped and bounded, one line
+            raise _RefusedGlobal(f"global {shown[:120]} is not allowed") from None
 
 
 def safe_unpickle(path: Union[str, Path], what: str = "pickle") -> Any:

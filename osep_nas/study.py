@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from osep_nas.config import ConfigError, _f, load_config
+from osep_nas.config import ConfigError, _f, load_config, one_line
 from osep_nas.io import atomic_open, atomic_write_text
 from osep_nas.outlock import hold_out_dir
 
@@ -76,7 +76,7 @@ def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:
     specs = []
     slugs = set()
     for name, spec in runs.items():
-        path = f"study.runs.{name}"
+        path = f"study.runs.{one_line(str(name))}"  # a run name is user text: one line in messages
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: expected a mapping with a 'model' key, got {spec!r}")
         unknown = set(spec) - RUN_KEYS

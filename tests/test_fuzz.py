@@ -338,22 +338,34 @@ def _config_bases() -> List[bytes]:
 
 
 def _fuzz_config(slow: bool, tally, no_code, tmp_path: Path) -> None:
+    """Training configs (load_config) and study files (load_study: load_config with the
+    study schema, then the runs)."""
     from osep_nas.config import Config, load_config
+    from osep_nas.study import StudyConfig, load_study
 
-    bases = _config_bases()
-    trees = [yaml.safe_load(b) for b in bases]
-    tokens = _tokens(["model:", "data:", "optim:", "training:", "epochs: 3", "lr: 0.1", "  ", "- ", ": ", "[", "]",
-                      "'", '"', "#", "---", "...", "!!float", "!!str", "? ", "|", ">"])
-    t = tally("YAML configs (load_config)")
+    bases = {"config": _config_bases(),
+             "study": [p.read_bytes() for p in sorted((REPO / "examples" / "studies").glob("*.yaml"))]}
+    trees = {k: [yaml.safe_load(b) for b in v] for k, v in bases.items()}
+    tokens = _tokens(["model:", "data:", "optim:", "training:", "study:", "runs:", "seeds: [0]", "epochs: 3",
+                      "lr: 0.1", "  ", "- ", ": ", "[", "]", "'", '"', "#", "---", "...", "!!float", "!!str", "? ",
+                      "|", ">"])
+    t = tally("YAML configs and study files (load_config, load_study)")
     path = tmp_path / "config.yaml"
+    readers = {"config": lambda: load_config(path), "study": lambda: load_study(path)}
+    kinds = {"config": Config, "study": StudyConfig}
+
+    def inputs(kind: str):
+        return st.tuples(st.just(kind), st.one_of(
+            byte_mutants(bases[kind], tokens), byte_mutants(bases[kind], tokens),
+            tree_mutants(trees[kind]).map(_dump_yaml), tree_mutants(trees[kind]).map(_dump_yaml),
+            RANDOM_TEXT, RANDOM_BYTES))
 
     @fuzz_settings(slow)
-    @given(data=st.one_of(byte_mutants(bases, tokens), byte_mutants(bases, tokens),
-                          tree_mutants(trees).map(_dump_yaml), tree_mutants(trees).map(_dump_yaml),
-                          RANDOM_TEXT, RANDOM_BYTES))
-    def run(data: bytes) -> None:
+    @given(case=st.one_of(inputs("config"), inputs("config"), inputs("study")))
+    def run(case) -> None:
+        kind, data = case
         path.write_bytes(data)
-        t.run(lambda: load_config(path), data, lambda cfg: isinstance(cfg, Config) or _fail(cfg))
+        t.run(readers[kind], data, lambda cfg: isinstance(cfg, kinds[kind]) or _fail(cfg))
 
     run()
     assert t.count >= examples(slow) and t.hist["valid"] > 0
@@ -715,3 +727,41 @@ def test_fuzz_regression_huge_length_field_is_a_value_error(tmp_path, opcode):
     with pytest.raises(ValueError) as e:
         safe_unpickle(path)
     assert "\n" not in str(e.value) and "corrupt" in str(e.value)
+
+
+@pytest.mark.parametrize("text", ['"\\r": 1\n', 'model:\n  "a\\nb": 1\n', '"\\x1b[2J": {}\n',
+                                  'study:\n  runs:\n    "a\\rb": {model: 5}\n'])
+def test_fuzz_regression_yaml_keys_are_escaped_in_messages(tmp_path, text):
+    """Keys from the file were echoed raw: "\\r: unknown section" printed as two lines."""
+    from osep_nas.config import load_config
+    from osep_nas.study import load_study
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        (load_study if text.startswith("study") else load_config)(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "\r" not in msg and "\x1b" not in msg, msg
+    assert "unknown" in msg or "expected a model name" in msg
+
+
+def test_fuzz_regression_checkpoint_struct_error_is_a_value_error(tmp_path):
+    """A one-byte checkpoint "X" made torch.load raise struct.error, a traceback."""
+    from osep_nas.checkpoint import load_checkpoint
+
+    for data in (b"X", b"\x80\x02X", b"PK\x03\x04" + b"\x00" * 30):
+        (tmp_path / "last.pt").write_bytes(data)
+        with pytest.raises(ValueError, match="not a readable checkpoint|corrupt checkpoint"):
+            load_checkpoint(tmp_path / "last.pt")
+
+
+def test_fuzz_regression_refused_global_name_is_escaped(tmp_path):
+    """The name of a refused global came from the file and was echoed raw (a carriage return)."""
+    from osep_nas.data import safe_unpickle
+
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c\rumpy\x1b._core\nsystem\n.")
+    with pytest.raises(ValueError) as e:
+        safe_unpickle(path)
+    msg = str(e.value)
+    assert "\r" not in msg and "\x1b" not in msg and "is not allowed" in msg, msg
