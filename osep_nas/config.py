@@ -5,7 +5,7 @@ A config has four sections, each a dataclass with typed, defaulted fields::
     model:    name, genotype, init_channels, layers, auxiliary, drop_path_prob,
               width_mult, gamma, rounding, num_classes, extra
     data:     dataset, root, download, batch_size, test_batch_size, image_size,
-              test_fraction, crop, padding, flip, cutout, color_jitter, normalize,
+              test_fraction, val_fraction, crop, padding, flip, cutout, color_jitter, normalize,
               workers, on_device
     optim:    lr, lr_min, momentum, weight_decay, nesterov, label_smoothing,
               grad_clip, schedule, milestones, gamma, step_epochs
@@ -113,6 +113,9 @@ class DataConfig:
                                    check="positive")
     test_fraction: float = _f(0.2, "digits only: share of the 1797 images held out (fixed stratified split)",
                               check="positive", hi=1.0, hi_open=True)
+    val_fraction: float = _f(0.0, "hold out this share of the TRAINING split (fixed stratified split) and evaluate "
+                                  "on it; the test split is then never read (0: evaluate on the test split)",
+                             lo=0.0, hi=1.0, hi_open=True)
     crop: str = _f("auto", "auto (imagenet: resized, else pad) | pad | resized | none", choices=CROPS)
     padding: int = _f(4, "pad-and-crop padding in pixels", check="nonneg")
     flip: bool = _f(True, "random horizontal flip")

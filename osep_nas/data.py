@@ -41,6 +41,7 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_SPLIT_SEED = 0  # the digits train/test split never changes with training.seed
+VAL_SPLIT_SEED = 0  # nor does the validation part held out of a training split
 
 _CIFAR = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
@@ -208,10 +209,12 @@ def safe_unpickle(path: Union[str, Path], what: str = "pickle") -> Any:
             return _resolve(_NumpyOnlyUnpickler(fh, encoding="latin1").load(), {})
     except _RefusedGlobal as exc:
         raise ValueError(f"{path}: refused to load {what}: {exc} (only numpy arrays may be inside)") from None
-    except (OSError, MemoryError):
+    except OSError:
         raise
+    except MemoryError:  # a corrupt length field asking for more memory than there is (found by fuzzing)
+        raise ValueError(f"{path}: corrupt {what} (it asks for more memory than this machine has)") from None
     except Exception as exc:  # truncated / corrupt: EOFError, UnpicklingError, ValueError, ...
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ValueError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {detail})") from None
 
 
@@ -282,9 +285,10 @@ def _cifar_folder(root: Union[str, Path, None], dataset: str, download: bool) ->
                      f"(set data.download: true to fetch it)")
 
 
-def load_cifar(root: Union[str, Path, None], dataset: str = "cifar10", download: bool = False
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
-    """(train_x uint8 NCHW, train_y, test_x, test_y, class names) from a python-batches folder."""
+def load_cifar(root: Union[str, Path, None], dataset: str = "cifar10", download: bool = False,
+               include_test: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Any, Any, List[str]]:
+    """(train_x uint8 NCHW, train_y, test_x, test_y, class names) from a python-batches folder.
+    ``include_test=False`` never opens the test batch (test_x, test_y are then None)."""
     spec = _CIFAR[dataset]
     folder = _cifar_folder(root, dataset, download)
 
@@ -295,7 +299,7 @@ def load_cifar(root: Union[str, Path, None], dataset: str = "cifar10", download:
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
     tx, ty = read(spec["train"])
-    vx, vy = read(spec["test"])
+    vx, vy = read(spec["test"]) if include_test else (None, None)
     names = [str(i) for i in range(spec["classes"])]
     meta = folder / spec["meta"]
     if meta.is_file():
@@ -342,6 +346,23 @@ def load_digits_tensors(image_size: int = 32, test_fraction: float = 0.2
     tr, te = train_test_split(idx, test_size=test_fraction, random_state=DIGITS_SPLIT_SEED, stratify=target)
     tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
     return x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous()
+
+
+def holdout_split(labels: torch.Tensor, fraction: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(keep, held-out) sorted indices of a fixed stratified split of ``labels`` (seed
+    :data:`VAL_SPLIT_SEED`, independent of the training seed): the validation part a search
+    selects on, carved out of the training split."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    n_val = math.ceil(fraction * n)
+    classes = int(labels.max()) + 1 if n else 0
+    if n_val < classes or n - n_val < classes:
+        raise ValueError(f"data.val_fraction: {fraction} holds out {n_val} of {n} training images; each side needs "
+                         f"at least one image of each of the {classes} classes")
+    keep, held = train_test_split(np.arange(n), test_size=n_val, random_state=VAL_SPLIT_SEED,
+                                  stratify=labels.numpy())
+    return torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
 
 
 # ----------------------------------------------------------------------------- batched augmentation
@@ -687,7 +708,9 @@ def build_loaders(config: Any, *, device: Union[str, torch.device, None] = None,
     a mapping or a YAML path; only ``config.data`` and ``training.seed`` are used).
 
     ``device``: where tensor datasets live and are augmented (default CPU; ignored when
-    ``data.on_device`` is false).  ``rank``/``world_size``: DDP sharding.  ``info``
+    ``data.on_device`` is false).  ``rank``/``world_size``: DDP sharding.
+    With ``data.val_fraction > 0`` the second loader yields a validation part held out of
+    the training split and the test split is never read (``info["eval_split"]``).  ``info``
     holds dataset, num_classes, image_size, input_size (C, H, W), train_size, test_size,
     mean, std, classes, root, transform.  Loaders have ``set_epoch``, ``__len__``
     (batches per epoch for this rank), ``state_dict`` and yield ``(x, y)``.
@@ -705,10 +728,14 @@ def build_loaders(config: Any, *, device: Union[str, torch.device, None] = None,
     if d.dataset == "imagenet":
         return _imagenet(d, d.image_size or 224, seed, rank, world_size, pin=dev.type == "cuda")
 
+    validate = d.val_fraction > 0
     if d.dataset in _CIFAR:
         spec = _CIFAR[d.dataset]
-        tx, ty, vx, vy, classes = load_cifar(d.root, d.dataset, d.download)
+        tx, ty, vx, vy, classes = load_cifar(d.root, d.dataset, d.download, include_test=not validate)
         size = d.image_size or 32
+        if validate:
+            keep, held = holdout_split(ty, d.val_fraction)
+            tx, ty, vx, vy = tx[keep], ty[keep], tx[held], ty[held]
         if size != 32:  # resize once, keep uint8
             def rs(t: torch.Tensor) -> torch.Tensor:
                 out = F.interpolate(t.float(), size=(size, size), mode="bilinear", align_corners=False)
@@ -718,6 +745,9 @@ def build_loaders(config: Any, *, device: Union[str, torch.device, None] = None,
     else:  # digits
         size = d.image_size or 32
         tx, ty, vx, vy = load_digits_tensors(size, d.test_fraction)
+        if validate:  # the test part is dropped unread
+            keep, held = holdout_split(ty, d.val_fraction)
+            tx, ty, vx, vy = tx[keep], ty[keep], tx[held], ty[held]
         m, s = float(tx.mean()), float(tx.std())
         mean, std, num_classes, classes, root = (m, m, m), (s, s, s), 10, [str(i) for i in range(10)], None
 
@@ -732,5 +762,5 @@ def build_loaders(config: Any, *, device: Union[str, torch.device, None] = None,
                              seed=seed, rank=rank, world_size=world_size, device=dev)
     info = dict(dataset=d.dataset, num_classes=num_classes, image_size=size, input_size=(3, size, size),
                 train_size=len(ty), test_size=len(vy), mean=tuple(mean), std=tuple(std), classes=classes,
-                root=root, transform=repr(train_tf))
+                root=root, transform=repr(train_tf), eval_split="validation" if validate else "test")
     return train, test, info

@@ -13,8 +13,9 @@ Each trial becomes a ``trials.jsonl`` record (``trial`` = NNI's sequence number,
 (:func:`strategies.report.write_report`): the front table on stdout, ``pareto.yaml``,
 ``pareto.png``, ``knee_genotype.yaml``, ``knee_normal.png``, ``knee_reduce.png``, plus
 ``trials.jsonl``. A trial whose metric lacks ``params``/``flops`` (a float metric) gets them
-counted on the proxy network of the experiment's tuner classArgs (``ParetoTuner``'s defaults
-otherwise). Objectives: ``--objectives``, else the tuner's classArgs, else accuracy:max,params:min.
+counted on the target network of the experiment's tuner classArgs (``--target`` otherwise).
+A search folder's jobs are reduced to one record per trial, its highest rung.
+Objectives: ``--objectives``, else the tuner's classArgs, else accuracy:max,params:min.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ HELP = "write the Pareto report (table, pareto.yaml/png, knee cells) of an nnict
 DESCRIPTION = (
     "Read the results of an nnictl experiment (its ID, its folder or its db/nni.sqlite; read directly, "
     "so a stopped experiment works) or of an osep-nas search output folder, and write the same report "
-    "as osep-nas search: the Pareto front table (accuracy, #Params, FLOPs, #Params of the CIFAR "
-    "network), pareto.yaml, pareto.png, knee_genotype.yaml, knee_normal.png, knee_reduce.png and "
-    "trials.jsonl into --out."
+    "as osep-nas search: the Pareto front table (validation accuracy, #Params and FLOPs of the target "
+    "network, proxy #Params), pareto.yaml, pareto.png, knee_genotype.yaml, knee_normal.png, "
+    "knee_reduce.png and trials.jsonl into --out."
 )
 
 DB_RELATIVE = Path("db") / "nni.sqlite"
@@ -116,12 +117,12 @@ def read_experiment(db_path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], Di
 
     Records are in trial sequence order; ``status`` is "ok" for a trial with a final metric
     and a genotype that did not fail, else NNI's state in lower case (with ``reason``)."""
+    db_path = check_user_file(db_path, MAX_DB_BYTES, "NNI database")  # a regular file, never a device
     from osep_nas.genotypes import Genotype
     from search_spaces.hpo import params_to_genotype
 
     from .tuner import metric_record
 
-    db_path = check_user_file(db_path, MAX_DB_BYTES, "NNI database")  # a regular file, never a device
     try:
         con = sqlite3.connect(f"file:{db_path.resolve()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -192,8 +193,8 @@ def _tuner_class_args(profile: Dict[str, Any]) -> Dict[str, Any]:
     return dict(args) if isinstance(args, dict) else {}
 
 
-def _fill_cheap(records: List[Dict[str, Any]], profile: Dict[str, Any]) -> None:
-    """Count ``params``/``flops`` of ok records that lack them, on the tuner's proxy network."""
+def _fill_cheap(records: List[Dict[str, Any]], profile: Dict[str, Any], target: Optional[str] = None) -> None:
+    """Count ``params``/``flops`` of ok records that lack them, on the tuner's target network."""
     todo = [r for r in records if r["status"] == "ok" and ("params" not in r or "flops" not in r)]
     if not todo:
         return
@@ -201,8 +202,11 @@ def _fill_cheap(records: List[Dict[str, Any]], profile: Dict[str, Any]) -> None:
 
     from osep_nas.genotypes import parse_genotype
 
-    known = {"init_channels", "layers", "image_size", "num_classes"}
-    tuner = ParetoTuner(**{k: v for k, v in _tuner_class_args(profile).items() if k in known})
+    known = {"init_channels", "layers", "image_size", "num_classes", "target"}
+    args = {k: v for k, v in _tuner_class_args(profile).items() if k in known}
+    if target is not None:
+        args["target"] = target
+    tuner = ParetoTuner(**args)
     space = profile.get("searchSpace")
     if not isinstance(space, dict):
         from search_spaces.hpo import to_nni_search_space
@@ -241,22 +245,27 @@ def _search_objectives(folder: Path) -> Optional[List[str]]:
 
 
 def export(experiment: str, out: Union[str, Path, None] = None, objectives: Optional[Sequence[str]] = None,
-           plots: bool = True, num_classes: int = 10, print_table: bool = True) -> Any:
+           plots: bool = True, target: Optional[str] = None, print_table: bool = True) -> Any:
     """Write the report of ``experiment`` (see the module docstring) into ``out`` (default
     ``runs/export-<name>``); returns :class:`strategies.report.Report`."""
     from osep_nas.io import atomic_write_text
 
+    from .fidelity import final_records
     from .report import DEFAULT_OBJECTIVES, load_trials, write_report
 
     src = find_source(experiment)
     if src.kind == "nni":
         records, profile = read_experiment(src.path)
-        _fill_cheap(records, profile)
+        _fill_cheap(records, profile, target)
+        target_text = _target_text(target if target is not None else _tuner_class_args(profile).get("target"))
         objs = list(objectives or _tuner_class_args(profile).get("objectives") or DEFAULT_OBJECTIVES)
         subtitle = (f"nnictl experiment {src.name}"
                     f"{' (' + str(profile.get('experimentName')) + ')' if profile.get('experimentName') else ''}")
     else:
         records = load_trials(src.path)
+        if records and all("rung" in r and "job" in r for r in records):
+            records = final_records(records)
+        target_text = _search_target(src.path)
         objs = list(objectives or _search_objectives(src.path) or DEFAULT_OBJECTIVES)
         subtitle = f"osep-nas search {src.path}"
     out_dir = Path(out) if out is not None else Path("runs") / f"export-{src.name}"
@@ -267,8 +276,29 @@ def export(experiment: str, out: Union[str, Path, None] = None, objectives: Opti
     ok = sum(r.get("status") == "ok" for r in records)
     if print_table:
         print(f"export: {len(records)} trial(s) ({ok} ok) from {src.kind} {src.path} -> {out_dir}")
-    return write_report(out_dir, records, objs, plots=plots, print_table=print_table, num_classes=num_classes,
+    return write_report(out_dir, records, objs, plots=plots, print_table=print_table, target=target_text,
                         subtitle=subtitle)
+
+
+def _target_text(target: Any) -> Optional[str]:
+    from .objectives import resolve_target
+
+    try:
+        return resolve_target(target).describe()
+    except (TypeError, ValueError):
+        return None
+
+
+def _search_target(folder: Path) -> Optional[str]:
+    p = folder / "summary.json"
+    if p.is_file():
+        try:
+            doc = json.loads(read_user_text(p, what="search summary"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        if isinstance(doc, dict) and isinstance(doc.get("target"), str):
+            return doc["target"][:200]
+    return None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -278,14 +308,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/export-<ID or folder name>)")
     p.add_argument("--objectives", metavar="NAME:DIR[,...]",
                    help="e.g. accuracy:max,params:min (default: the tuner's or the search's, else that)")
-    p.add_argument("--num-classes", type=int, default=10, metavar="N",
-                   help="classes of the CIFAR evaluation network whose #Params the table shows")
+    p.add_argument("--target", metavar="cifar10|imagenet|MODEL",
+                   help="target network on which to count #Params/FLOPs of trials that did not report them "
+                        "(default: the tuner's classArgs target, else cifar10)")
     p.add_argument("--no-plots", action="store_true", help="skip pareto.png and the knee's cell plots")
 
 
 def run(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
-    if args.num_classes < 1:
-        raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
-    export(args.experiment, args.out, objectives, plots=not args.no_plots, num_classes=args.num_classes)
+    if args.target is not None:
+        from .objectives import resolve_target
+
+        resolve_target(args.target)  # a bad name: one line, before anything is read
+    export(args.experiment, args.out, objectives, plots=not args.no_plots, target=args.target)
     return 0

@@ -5,21 +5,25 @@ import argparse
 import math
 from typing import List
 
-from .search import load_search_config, run_search
+from .search import FRONT_COLUMNS, load_search_config, run_search
 
 HELP = "search osep cell genotypes for accuracy and #Params at once (Pareto front, knee genotype)"
 DESCRIPTION = (
-    "Multi-objective neural architecture search over DARTS cells with osep operations, in this "
-    "process: regularized evolution with an NSGA-II tournament proposes genotypes; each is trained "
-    "briefly as a small proxy network (NetworkCIFAR) and scored by test accuracy and #Params. "
-    "With no arguments it searches the embedded digits (no download) in about two minutes on two "
-    "CPU cores. At the end it prints the Pareto front (accuracy, #Params, FLOPs, and the #Params of "
-    "the full 36-channel 20-cell CIFAR network of each genotype) and the best (knee) genotype, and "
-    "writes into --out: pareto.yaml, pareto.png, knee_normal.png, knee_reduce.png, "
-    "knee_genotype.yaml, trials.jsonl (one line per trial), summary.json and state.json (saved "
-    "after every trial, so --resume continues a killed search without losing or repeating a "
-    "trial). Every config key, its default and its meaning: examples/search_digits.yaml."
+    "Multi-objective neural architecture search over DARTS cells with osep operations: regularized "
+    "evolution with an NSGA-II tournament (or random sampling) proposes genotypes; each trains briefly as a "
+    "small proxy network (NetworkCIFAR) on the training part of the proxy data and is scored by its top-1 on "
+    "a validation part held out of the training split (the test split is never read). Successive halving "
+    "retrains the best 1/eta of each rung eta x longer (search.rungs, search.eta); trials run in "
+    "search.workers processes (default: every core), with results identical for any number of workers. "
+    "The objectives are validation accuracy and the #Params of the TARGET network the user deploys "
+    "(target section; default the DARTS CIFAR-10 network, 36 channels x 20 cells), counted before training. "
+    "With no arguments it searches the embedded digits (no download) in about three minutes on two CPU "
+    "cores. At the end it prints the Pareto front and the best (knee) genotype and writes into --out: "
+    "pareto.yaml, pareto.png, knee_normal.png, knee_reduce.png, knee_genotype.yaml, trials.jsonl (one line per "
+    "job), summary.json and state.json (saved after every job, so --resume continues a killed search without "
+    "losing or repeating a job). Every config key: examples/search_digits.yaml."
 )
+EPILOG = "columns of the printed front:\n" + "\n".join(f"  {name:<14} {text}" for name, text in FRONT_COLUMNS)
 
 
 def _positive_float(text: str) -> float:
@@ -52,7 +56,24 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Wraps each line of the description/epilog on its own, so the column list keeps its lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if line.startswith("  "):  # a "  name  meaning" row: wrap under the meaning
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + " " * 17))
+            else:
+                out.append(super()._fill_text(line, width, indent) if line.strip() else "")
+        return "\n".join(out)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = _HelpFormatter
+    p.epilog = EPILOG
     p.add_argument("--config", metavar="FILE", help="search config YAML (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set proxy.steps=100 (repeatable; short keys like "

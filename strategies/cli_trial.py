@@ -2,15 +2,17 @@
 
 One trial of an nnictl experiment driven by :class:`~strategies.tuner.ParetoTuner` (or any
 tuner over the ``osep-nas space`` search space): ``nni.get_next_parameter()`` ->
-:func:`search_spaces.hpo.params_to_genotype` -> the proxy network of ``osep-nas search``
-(NetworkCIFAR at the proxy width/depth) trained by :func:`strategies.search.proxy_train` on
-the proxy data (embedded digits by default) -> ``nni.report_final_result({"default": accuracy,
-"params": n, "flops": f, "train_loss": l})``, #Params and FLOPs from the project's counter.
+:func:`search_spaces.hpo.params_to_genotype` -> the trial protocol of ``osep-nas search``
+(:func:`strategies.proxy.proxy_train`: the proxy network trained on the training part of the
+proxy data, scored on the validation part; the test split is never read) ->
+``nni.report_final_result({"default": validation accuracy, "params": n, "flops": f,
+"proxy_params": p, "train_loss": l})``, #Params and FLOPs counted on the target network.
 
-The proxy comes from the ``proxy`` section of a search config (``--config``, ``--set``; the
-same schema and defaults as ``osep-nas search``); ``search.seed`` and NNI's trial sequence
-number seed the trial. Outside nnictl, ``--params`` (JSON text or file) gives the parameters,
-so a trial can be replayed by hand; the result is also printed as one JSON line.
+The config is a search config (``--config``, ``--set``; same schema and defaults as
+``osep-nas search``): its ``proxy`` and ``target`` sections and ``search.seed`` matter. A
+trial trains ``proxy.steps`` steps (rung 0): nnictl runs one fidelity, since NNI's tuners
+receive final results only. Outside nnictl, ``--params`` (JSON text or file) gives the
+parameters, so a trial can be replayed by hand; the result is also printed as one JSON line.
 """
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-HELP = "run one nnictl trial: train the proxy network of the tuner's genotype, report accuracy/#Params/FLOPs"
+HELP = ("run one nnictl trial: train the proxy network of the tuner's genotype, report validation accuracy and "
+        "the target network's #Params/FLOPs")
 DESCRIPTION = (
     "The trial command of an nnictl experiment over the osep cell space (examples/search.yml): "
-    "reads the parameters with nni.get_next_parameter(), builds the genotype's proxy network (the one "
-    "osep-nas search trains: NetworkCIFAR at the proxy width and depth), trains it briefly on the proxy "
-    "data (embedded digits by default) and reports {'default': accuracy, 'params': n, 'flops': f, "
-    "'train_loss': l} with nni.report_final_result. The proxy is the 'proxy' section of a search config "
+    "reads the parameters with nni.get_next_parameter(), trains the genotype's proxy network (the one "
+    "osep-nas search trains) on the training part of the proxy data (embedded digits by default), scores it "
+    "on the validation part held out of the training split (the test split is never read) and reports "
+    "{'default': validation accuracy, 'params': n, 'flops': f, 'proxy_params': p, 'train_loss': l} with "
+    "nni.report_final_result; params and flops are counted on the target network (default the 36-channel "
+    "20-cell CIFAR-10 network). The proxy and target are the 'proxy' and 'target' sections of a search config "
     "(--config / --set, as for osep-nas search). Outside nnictl, pass --params to replay a trial."
 )
 
@@ -49,8 +54,10 @@ def _under_nni() -> bool:
 
 def _read_params(text: str) -> Dict[str, Any]:
     path = Path(text)
-    if not text.lstrip().startswith("{") and path.is_file():
-        text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("{") and path.exists():
+        from osep_nas.io import read_user_text
+
+        text = read_user_text(path, 1 << 20, "--params file")
     elif not text.lstrip().startswith("{"):
         raise FileNotFoundError(f"--params: neither JSON text nor an existing file: {text}")
     try:
@@ -65,22 +72,24 @@ def _read_params(text: str) -> Dict[str, Any]:
 def run_trial(params: Mapping[str, Any], config: Any = None, overrides: Optional[Sequence[str]] = None,
               index: int = 0) -> Dict[str, Any]:
     """Train the proxy network of the genotype of ``params`` and return the metric dict
-    (``default`` = top-1 accuracy in percent, ``params``, ``flops``, ``train_loss``).
-    ``index`` (NNI's trial sequence number) and ``search.seed`` seed the trial."""
+    (``default`` = validation top-1 in percent, ``params``/``flops`` of the target network,
+    ``proxy_params``, ``train_loss``). ``index`` (NNI's trial sequence number) and
+    ``search.seed`` seed the trial."""
     from search_spaces.hpo import params_to_genotype
 
-    from .search import TrialContext, prepare_proxy, torch_env, load_search_config, proxy_train, trial_seed
+    from .proxy import TrialContext, prepare_proxy, proxy_train, torch_env, trial_seed
+    from .search_config import load_search_config
 
     genotype = params_to_genotype(params)
     cfg = load_search_config(config, overrides)
     setup = prepare_proxy(cfg)
     cheap = setup.space.cheap_metrics(genotype)
     ctx = TrialContext(index, trial_seed(cfg.search.seed, index), setup.space, cfg.proxy, setup.train_loader,
-                       setup.test_loader, setup.device)
+                       setup.val_loader, setup.device)
     with torch_env(cfg.proxy.threads, setup.device):
         result = proxy_train(genotype, ctx)
     return {"default": result["accuracy"], "params": cheap["params"], "flops": cheap["flops"],
-            "train_loss": result["train_loss"]}
+            "proxy_params": cheap["proxy_params"], "train_loss": result["train_loss"]}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -108,8 +108,10 @@ class Trial(Generic[C]):
 
     @property
     def record(self) -> Dict[str, Any]:
-        """Cheap metrics overlaid with trained metrics: the values objectives are read from."""
-        return {**(self.cheap or {}), **(self.metrics or {})}
+        """Trained metrics with the cheap metrics over them: the values objectives are read
+        from. What the search counted itself before training (e.g. ``params`` of the target
+        network) wins over a trial's own report of the same name."""
+        return {**(self.metrics or {}), **(self.cheap or {})}
 
 
 @dataclass
@@ -204,6 +206,11 @@ class ParetoEvolutionCore(Generic[C]):
     def pending(self) -> List[C]:
         """Candidates asked but not yet told, in asking order (re-dispatch these after a resume)."""
         return [p.candidate for p in self._pending.values()]
+
+    def proposal(self, candidate: C) -> Dict[str, Any]:
+        """``origin`` ("random" | "mutation") and ``parent`` of a pending candidate."""
+        pending = self._pending[self.space.key(candidate)]
+        return {"origin": pending.origin, "parent": pending.parent}
 
     def successful(self) -> List[Trial[C]]:
         """All successful trials, in telling order."""

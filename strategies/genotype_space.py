@@ -14,9 +14,9 @@ The adapter implements the evolution's protocol: :meth:`~GenotypeSpace.random_sa
 :meth:`~GenotypeSpace.key` (the two edges of a node are unordered, since their outputs are
 summed, so equivalent genotypes share a key), :meth:`~GenotypeSpace.encode` /
 :meth:`~GenotypeSpace.decode` (JSON) and :meth:`~GenotypeSpace.cheap_metrics`: #Params and
-FLOPs of the proxy network, from the project's one counter, cached per key. The NNI
-strategy/tuner can reuse it unchanged (``osep_nas.genotypes.genotype_to_arch`` turns a
-candidate into an NNI arch dict).
+FLOPs of the TARGET network (:mod:`strategies.objectives`, default the 36-channel 20-cell
+CIFAR-10 network), with the proxy network's own counts as diagnostics, all from the
+project's one counter and cached per key. The NNI strategy and the nnictl tuner reuse it.
 """
 from __future__ import annotations
 
@@ -27,15 +27,11 @@ from torch import nn
 
 from osep_nas import count_flops, count_params
 from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict, validate_genotype
+from .objectives import Target, resolve_target
 from search_spaces.presets import PRESETS
 from search_spaces.presets import resolve_op_candidates as _resolve_preset
 
-__all__ = ["PRESETS", "resolve_op_candidates", "GenotypeSpace", "full_network_params", "edge_differences",
-           "FULL_CIFAR_CHANNELS", "FULL_CIFAR_LAYERS"]
-
-#: The DARTS CIFAR-10 evaluation network (Liu et al. 2019): 36 initial channels, 20 cells.
-FULL_CIFAR_CHANNELS = 36
-FULL_CIFAR_LAYERS = 20
+__all__ = ["PRESETS", "resolve_op_candidates", "GenotypeSpace", "edge_differences"]
 
 CELLS: Tuple[str, str] = ("normal", "reduce")
 
@@ -55,23 +51,15 @@ def resolve_op_candidates(spec: Union[str, Sequence[str]], exclude_none: bool = 
     return ops
 
 
-def full_network_params(genotype: Genotype, num_classes: int = 10, channels: int = FULL_CIFAR_CHANNELS,
-                        layers: int = FULL_CIFAR_LAYERS) -> int:
-    """#Params of the DARTS CIFAR evaluation network of ``genotype`` (no auxiliary head), as
-    the papers report them; the network is built, not estimated."""
-    from osep_nas.networks import NetworkCIFAR
-
-    return count_params(NetworkCIFAR(channels, num_classes, layers, False, genotype))
-
-
 class GenotypeSpace:
     """DARTS cell genotypes over ``ops`` with ``num_nodes`` nodes per cell (see the module
     docstring). ``init_channels``, ``layers``, ``num_classes`` and ``input_size`` describe the
-    proxy network whose #Params/FLOPs :meth:`cheap_metrics` reports and :meth:`build` makes."""
+    proxy network that :meth:`build` makes; ``target`` (a :class:`~strategies.objectives.Target`,
+    a preset name or ``None`` for the CIFAR-10 network) the network :meth:`cheap_metrics` counts."""
 
     def __init__(self, ops: Union[str, Sequence[str]] = "osep", num_nodes: int = 4, exclude_none: bool = True,
                  distinct_inputs: bool = False, init_channels: int = 4, layers: int = 5, num_classes: int = 10,
-                 input_size: Tuple[int, int, int] = (3, 8, 8)) -> None:
+                 input_size: Tuple[int, int, int] = (3, 8, 8), target: Union[Target, str, None] = None) -> None:
         self.ops = resolve_op_candidates(ops, exclude_none)
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
             raise ValueError(f"space.num_nodes must be a positive integer, got {num_nodes!r}")
@@ -83,12 +71,13 @@ class GenotypeSpace:
         self.layers = int(layers)
         self.num_classes = int(num_classes)
         self.input_size = tuple(int(s) for s in input_size)
+        self.target = target if isinstance(target, Target) else resolve_target(target)
         self._cheap_cache: Dict[Hashable, Dict[str, int]] = {}
 
     def __repr__(self) -> str:
         return (f"GenotypeSpace(ops={self.ops}, num_nodes={self.num_nodes}, distinct_inputs={self.distinct_inputs}, "
                 f"proxy C={self.init_channels} "
-                f"layers={self.layers} input={self.input_size})")
+                f"layers={self.layers} input={self.input_size}, target {self.target.describe()})")
 
     # ------------------------------------------------------------------ protocol
     def random_sample(self, rng: random.Random) -> Genotype:
@@ -152,12 +141,14 @@ class GenotypeSpace:
         return genotype_from_dict(value)
 
     def cheap_metrics(self, candidate: Genotype) -> Dict[str, int]:
-        """``{"params", "flops"}`` of the proxy network (counted once per key)."""
+        """``params``/``flops`` of the target network (the objectives) and ``proxy_params``/
+        ``proxy_flops`` of the proxy network (diagnostics), counted once per key."""
         k = self.key(candidate)
         hit = self._cheap_cache.get(k)
         if hit is None:
             net = self.build(candidate)
-            hit = {"params": int(count_params(net)), "flops": int(count_flops(net, self.input_size))}
+            hit = {**self.target.counts(candidate), "proxy_params": int(count_params(net)),
+                   "proxy_flops": int(count_flops(net, self.input_size))}
             self._cheap_cache[k] = hit
         return dict(hit)
 

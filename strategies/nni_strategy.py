@@ -50,10 +50,13 @@ from osep_nas.genotypes import Genotype, genotype_to_arch
 
 from .evolution import ParetoEvolutionCore, SearchExhausted, Trial
 from .genotype_space import GenotypeSpace
+from .objectives import Target, resolve_target
+from .search_config import SearchSection
 from .pareto import Objective, as_objectives
 from .tuner import DEFAULT_OBJECTIVES, counting_threads, metric_record
 
-__all__ = ["ParetoEvolution", "ModelSpaceGenotypes", "metric_record", "counting_threads", "DEFAULT_OBJECTIVES"]
+__all__ = ["ParetoEvolution", "ModelSpaceGenotypes", "proxy_evaluator", "metric_record", "counting_threads",
+           "DEFAULT_OBJECTIVES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -93,17 +96,18 @@ class ModelSpaceGenotypes(GenotypeSpace):
 
     Candidates are genotypes (what ``osep-nas search`` evolves); ops and ``num_nodes`` come
     from the space's choices (``none`` left out unless ``exclude_none=False``), every edge
-    picks its input freely as the NNI space does. :meth:`build` is the network a trial gets
-    (``space.freeze(arch).executable_model()``), so :meth:`cheap_metrics` are the #Params and
-    FLOPs (multiply-adds, ``osep_nas.count_flops``) of exactly the trained network.
-    ``input_size`` (C, H, W) for the FLOPs defaults to the network's ``in_channels`` and
-    ``input_size`` attributes (:class:`~search_spaces.darts_space.OSepDartsNet` has them)."""
+    picks its input freely as the NNI space does. :meth:`cheap_metrics` counts ``params`` and
+    ``flops`` on the ``target`` network (:mod:`strategies.objectives`, default the 36-channel
+    20-cell CIFAR-10 network) and ``proxy_params``/``proxy_flops`` on :meth:`build`, the
+    network a trial gets (``space.freeze(arch).executable_model()``). ``input_size`` (C, H, W)
+    for the proxy's FLOPs defaults to the network's ``in_channels`` and ``input_size``
+    attributes (:class:`~search_spaces.darts_space.OSepDartsNet` has them)."""
 
     def __init__(self, model_space: ExecutableModelSpace, exclude_none: bool = True,
-                 input_size: Optional[Tuple[int, int, int]] = None) -> None:
+                 input_size: Optional[Tuple[int, int, int]] = None, target: Any = None) -> None:
         ops, num_nodes = _cell_labels(model_space.simplify())
         super().__init__(ops, num_nodes, exclude_none=exclude_none, distinct_inputs=False,
-                         input_size=input_size or (3, 32, 32))
+                         input_size=input_size or (3, 32, 32), target=target)
         self.model_space = model_space
         self._input_size_given = input_size is not None
 
@@ -129,8 +133,13 @@ class ParetoEvolution(Strategy):
 
     Args:
         population_size, sample_size, seed, max_params: as in
-            :class:`~strategies.evolution.ParetoEvolutionCore` (``max_params`` bounds the
-            #Params of the frozen model, counted before training).
+            :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
+            search``; ``max_params`` bounds the #Params of the target network, counted before
+            training).
+        target: the network ``params``/``flops`` are counted on (a preset ``cifar10`` |
+            ``imagenet``, a mapping of the search config's ``target`` keys, or a
+            :class:`~strategies.objectives.Target`); a trial's own ``params`` report does not
+            replace it (it is the trained network's, kept as ``proxy_params``).
         objectives: e.g. ``["accuracy:max", "params:min"]``; names are trial metrics (the
             default metric is called ``metric_name``) or cheap metrics (``params``, ``flops``).
         metric_name: name given to the trial's float metric / the dict's ``"default"``.
@@ -139,12 +148,17 @@ class ParetoEvolution(Strategy):
         max_attempts: duplicate/over-budget draws tolerated per proposal (then the search stops).
     """
 
-    def __init__(self, *, population_size: int = 20, sample_size: int = 5, seed: Optional[int] = None,
-                 max_params: Optional[float] = None,
+    def __init__(self, *, population_size: Optional[int] = None, sample_size: Optional[int] = None,
+                 seed: Optional[int] = None, max_params: Optional[float] = None,
                  objectives: Union[Sequence[Any], Mapping[str, str]] = DEFAULT_OBJECTIVES,
                  metric_name: str = "accuracy", exclude_none: bool = True,
-                 input_size: Optional[Tuple[int, int, int]] = None, max_attempts: int = 500) -> None:
+                 input_size: Optional[Tuple[int, int, int]] = None, max_attempts: int = 500,
+                 target: Any = None) -> None:
         super().__init__()
+        defaults = SearchSection()
+        population_size = defaults.population_size if population_size is None else population_size
+        sample_size = defaults.sample_size if sample_size is None else sample_size
+        self.target = resolve_target(target) if not isinstance(target, Target) else target
         if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
             raise ValueError(f"population_size must be a positive integer, got {population_size!r}")
         if isinstance(sample_size, bool) or not isinstance(sample_size, int) or not 1 <= sample_size <= population_size:
@@ -179,7 +193,7 @@ class ParetoEvolution(Strategy):
 
     # ------------------------------------------------------------------ NNI life cycle
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        self.adapter = ModelSpaceGenotypes(model_space, self.exclude_none, self.input_size)
+        self.adapter = ModelSpaceGenotypes(model_space, self.exclude_none, self.input_size, target=self.target)
         self.core = ParetoEvolutionCore(self.adapter, self.objectives, population_size=self.population_size,
                                         sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
                                         params_key="params", max_attempts=self.max_attempts)
@@ -313,6 +327,7 @@ class ParetoEvolution(Strategy):
         from .report import write_report
 
         kwargs.setdefault("subtitle", f"NNI ParetoEvolution, {len(self.records())} trial(s)")
+        kwargs.setdefault("target", self.target.describe())
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return write_report(out_dir, self.records(), [f"{o.name}:{o.direction}" for o in self.objectives],
                             **kwargs)
@@ -332,3 +347,46 @@ class ParetoEvolution(Strategy):
             with self._lock:
                 core.load_state_dict(state_dict["pareto_evolution"])
 
+
+
+# ---------------------------------------------------------------------------------- the trial protocol for NNI
+_SETUPS: Dict[str, Any] = {}
+
+
+def proxy_evaluator(config: Any = None, overrides: Optional[Sequence[str]] = None) -> Any:
+    """An NNI ``FunctionalEvaluator`` running the trial protocol of ``osep-nas search``
+    (:func:`strategies.proxy.proxy_train` on the model NNI froze: ``proxy.steps`` SGD steps on
+    the training part of the proxy data, top-1 on the validation part; the test split is never
+    read). ``config``: a search config (mapping or YAML path) whose ``proxy`` section must match
+    the model space's input size and classes. Reports ``{"default": accuracy, "train_loss"}``."""
+    from nni.nas.evaluator import FunctionalEvaluator
+
+    from osep_nas.config import config_to_dict
+
+    from .search_config import load_search_config
+
+    cfg = load_search_config(config, overrides)
+    return FunctionalEvaluator(_proxy_trial, config=config_to_dict(cfg))
+
+
+def _proxy_trial(model: nn.Module, config: Mapping[str, Any]) -> None:
+    import hashlib
+    import json
+
+    import nni
+
+    from .proxy import TrialContext, prepare_proxy, proxy_train, torch_env, trial_seed
+    from .search_config import load_search_config
+
+    key = json.dumps(config, sort_keys=True)
+    if key not in _SETUPS:
+        _SETUPS[key] = prepare_proxy(load_search_config(dict(config)))
+    setup = _SETUPS[key]
+    cfg = setup.cfg
+    genotype = getattr(model, "genotype", None)
+    ident = int(hashlib.sha256(repr(genotype).encode()).hexdigest()[:12], 16)  # same cell, same seed
+    ctx = TrialContext(0, trial_seed(cfg.search.seed, ident), setup.space, cfg.proxy, setup.train_loader,
+                       setup.val_loader, setup.device)
+    with torch_env(cfg.proxy.threads, setup.device):
+        result = proxy_train(genotype, ctx, net=model)
+    nni.report_final_result({"default": result["accuracy"], "train_loss": result["train_loss"]})

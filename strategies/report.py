@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from osep_nas.genotypes import Genotype, parse_genotype, plot_cell, save_genotype
-from osep_nas.io import atomic_write_bytes, atomic_write_text
+from osep_nas.io import atomic_write_bytes, atomic_write_text, read_user_text
 
-from .genotype_space import FULL_CIFAR_CHANNELS, FULL_CIFAR_LAYERS, full_network_params
 from .pareto import Objective, as_objectives, knee_point, pareto_front, to_min_matrix
 
 __all__ = ["Report", "load_trials", "successful", "pareto_of", "format_front_table", "plot_pareto",
@@ -33,8 +32,8 @@ Records = Sequence[Mapping[str, Any]]
 
 @dataclass
 class Report:
-    """What :func:`write_report` produced: front records (ascending #Params, each with
-    ``params_cifar`` added), the knee record, the printed table and the files written."""
+    """What :func:`write_report` produced: front records (ascending #Params), the knee record,
+    the printed table and the files written."""
     front: List[Dict[str, Any]]
     knee: Optional[Dict[str, Any]]
     table: str
@@ -49,7 +48,7 @@ def load_trials(path: Union[str, Path]) -> List[Dict[str, Any]]:
     if not p.is_file():
         raise FileNotFoundError(f"trials log not found: {p}")
     out: List[Dict[str, Any]] = []
-    lines = p.read_text(encoding="utf-8").splitlines()
+    lines = read_user_text(p, 256 << 20, "trials log").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -126,31 +125,36 @@ def _fmt_int(v: Any) -> str:
 
 
 def format_front_table(front: Records, knee: Optional[Mapping[str, Any]], objectives: Any = DEFAULT_OBJECTIVES,
-                       n_trials: Optional[int] = None) -> str:
-    """The Pareto front as a text table (``*`` marks the knee)."""
+                       n_trials: Optional[int] = None, target: Optional[str] = None) -> str:
+    """The Pareto front as a text table (``*`` marks the knee); ``target`` names the network
+    whose #Params/FLOPs the records hold."""
     objs = as_objectives(objectives)
     head = f"Pareto front ({', '.join(f'{o.name}:{o.direction}' for o in objs)}): {len(front)} architecture(s)"
     if n_trials is not None:
         head += f" of {n_trials} trial(s)"
     if not front:
         return head + "\n  (no successful trial)"
-    full = f"#Params CIFAR ({FULL_CIFAR_CHANNELS} ch, {FULL_CIFAR_LAYERS} cells)"
-    lines = [head, f"  {'':1}{'id':>4}  {'accuracy %':>10}  {'#Params':>9}  {'FLOPs':>11}  {full:>30}"]
+    lines = [head, f"  {'':1}{'id':>4}  {'rung':>4}  {'steps':>5}  {'val acc %':>9}  {'#Params':>11}  {'FLOPs':>13}  "
+                   f"{'proxy #Params':>13}"]
     for rec in front:
         mark = "*" if knee is not None and rec.get("trial") == knee.get("trial") else " "
-        full_p = rec.get("params_cifar")
-        full_s = "-" if full_p is None else f"{full_p:,} ({full_p / 1e6:.2f} M)"
         ties = rec.get("ties") or []
-        lines.append(f"  {mark}{rec.get('trial', '?'):>4}  {float(rec['accuracy']):>10.2f}  "
-                     f"{_fmt_int(rec.get('params')):>9}  {_fmt_int(rec.get('flops')):>11}  {full_s:>30}"
+        lines.append(f"  {mark}{rec.get('trial', '?'):>4}  {_fmt_int(rec.get('rung')):>4}  "
+                     f"{_fmt_int(rec.get('steps')):>5}  {float(rec['accuracy']):>9.2f}  "
+                     f"{_fmt_int(rec.get('params')):>11}  {_fmt_int(rec.get('flops')):>13}  "
+                     f"{_fmt_int(rec.get('proxy_params')):>13}"
                      + (f"  (same values: {', '.join('#' + str(t) for t in ties)})" if ties else ""))
-    lines.append("  (* = knee; accuracy, #Params and FLOPs of the proxy network; FLOPs = multiply-adds per image)")
+    lines.append(f"  * = knee. val acc: top-1 of the trained proxy network on the validation part of the training "
+                 f"split, at the trial's highest rung (rung r = r-th promotion, 'steps' SGD steps).")
+    lines.append(f"  #Params, FLOPs (multiply-adds per image): the target network"
+                 f"{' (' + target + ')' if target else ''} of the genotype; proxy #Params: the small network "
+                 f"that was trained (a diagnostic, not an objective).")
     return "\n".join(lines)
 
 
 def plot_pareto(path: Union[str, Path], records: Records, front: Records, knee: Optional[Mapping[str, Any]],
                 objectives: Any = DEFAULT_OBJECTIVES, title: Optional[str] = None,
-                subtitle: Optional[str] = None) -> Path:
+                subtitle: Optional[str] = None, target: Optional[str] = None) -> Path:
     """Accuracy vs the cost objective (#Params by default) of every successful trial, the
     front highlighted (and connected for two objectives), the knee marked; written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -162,7 +166,8 @@ def plot_pareto(path: Union[str, Path], records: Records, front: Records, knee: 
     y_key = "accuracy"
     cost = [o.name for o in objs if o.name != y_key]
     x_key = "params" if "params" in cost else cost[0]
-    x_label = {"params": "#Params of the proxy network", "flops": "FLOPs of the proxy network (multiply-adds)"}[x_key]
+    net = f"the target network ({target})" if target else "the target network"
+    x_label = {"params": f"#Params of {net}", "flops": f"FLOPs of {net} (multiply-adds)"}[x_key]
 
     fig = Figure(figsize=(7.5, 5.0), dpi=150)
     FigureCanvasAgg(fig)
@@ -189,7 +194,7 @@ def plot_pareto(path: Union[str, Path], records: Records, front: Records, knee: 
                    linewidths=0.9, zorder=5, label=f"knee #{knee.get('trial')}: {float(knee[y_key]):.2f}%, "
                                                    f"{int(knee[x_key]):,}")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("top-1 accuracy on the test split (%)")
+    ax.set_ylabel("top-1 accuracy on the validation split (%)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
@@ -214,7 +219,8 @@ def pareto_yaml_text(front: Records, knee: Optional[Mapping[str, Any]], objectiv
     for rec in front:
         entry: Dict[str, Any] = {"id": rec.get("trial"), "knee": bool(knee is not None and
                                                                       rec.get("trial") == knee.get("trial"))}
-        for key in ("accuracy", "params", "flops", "params_cifar", "train_loss", "origin", "parent", "ties"):
+        for key in ("accuracy", "params", "flops", "proxy_params", "rung", "steps", "train_loss", "origin", "parent",
+                    "ties"):
             if key in rec:
                 entry[key] = rec[key]
         entry["genotype"] = repr(_genotype(rec))
@@ -227,39 +233,35 @@ def pareto_yaml_text(front: Records, knee: Optional[Mapping[str, Any]], objectiv
         doc["meta"] = dict(meta)
     doc["front"] = members
     header = ("# osep-nas search: the Pareto front. Each genotype is a DARTS Genotype(...) repr;\n"
-              "# osep_nas.genotypes.parse_genotype reads it. accuracy is top-1 (%) of the proxy network,\n"
-              "# params/flops its #Params/multiply-adds, params_cifar the #Params of the 36-channel\n"
-              "# 20-cell CIFAR evaluation network of the same genotype.\n")
+              "# osep_nas.genotypes.parse_genotype reads it. accuracy is the validation top-1 (%) of the\n"
+              "# trained proxy network at its highest rung (steps), params/flops the #Params/multiply-adds\n"
+              "# of the target network (meta.target) of the genotype, proxy_params the proxy's #Params.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=4096, default_flow_style=False)
 
 
 def write_report(out_dir: Union[str, Path], records: Records, objectives: Any = DEFAULT_OBJECTIVES, *,
-                 plots: bool = True, print_table: bool = True, write_files: bool = True, num_classes: int = 10,
-                 title: Optional[str] = None, subtitle: Optional[str] = None,
+                 plots: bool = True, print_table: bool = True, write_files: bool = True,
+                 target: Optional[str] = None, title: Optional[str] = None, subtitle: Optional[str] = None,
                  stream: Optional[IO[str]] = None) -> Report:
-    """Compute the front and knee of ``records``, count the CIFAR network #Params of each
-    front member, print the table and the knee genotype to ``stream`` (stdout), and write
-    ``pareto.yaml``, ``knee_genotype.yaml`` and (``plots``) ``pareto.png``,
-    ``knee_normal.png``, ``knee_reduce.png`` into ``out_dir``."""
+    """Compute the front and knee of ``records`` (one per trial), print the table and the knee
+    genotype to ``stream`` (stdout), and write ``pareto.yaml``, ``knee_genotype.yaml`` and
+    (``plots``) ``pareto.png``, ``knee_normal.png``, ``knee_reduce.png`` into ``out_dir``.
+    ``target`` names the network the records' #Params/FLOPs were counted on."""
     out = Path(out_dir)
     objs = as_objectives(objectives)
     front, knee = pareto_of(records, objs)
-    for rec in front:
-        rec["params_cifar"] = full_network_params(_genotype(rec), num_classes)
-    if knee is not None:
-        knee = next(r for r in front if r.get("trial") == knee.get("trial"))
-    table = format_front_table(front, knee, objs, n_trials=len(records))
+    table = format_front_table(front, knee, objs, n_trials=len(records), target=target)
     files: Dict[str, Path] = {}
     if write_files:
+        meta = {k: v for k, v in (("target", target), ("subtitle", subtitle)) if v}
         files["pareto.yaml"] = out / "pareto.yaml"
-        atomic_write_text(files["pareto.yaml"], pareto_yaml_text(front, knee, objs, meta={"subtitle": subtitle}
-                                                                 if subtitle else None))
+        atomic_write_text(files["pareto.yaml"], pareto_yaml_text(front, knee, objs, meta=meta or None))
         if knee is not None:
             files["knee_genotype.yaml"] = out / "knee_genotype.yaml"
             save_genotype(_genotype(knee), files["knee_genotype.yaml"])
         if plots:
             files["pareto.png"] = plot_pareto(out / "pareto.png", records, front, knee, objs, title=title,
-                                              subtitle=subtitle)
+                                              subtitle=subtitle, target=target)
             if knee is not None:
                 g = _genotype(knee)
                 for cell in ("normal", "reduce"):
@@ -270,7 +272,7 @@ def write_report(out_dir: Union[str, Path], records: Records, objectives: Any = 
         print(table, file=s)
         if knee is not None:
             print(f"best (knee) genotype #{knee.get('trial')} ({float(knee['accuracy']):.2f}%, "
-                  f"{int(knee['params']):,} params): {repr(_genotype(knee))}", file=s)
+                  f"{int(knee['params']):,} target params): {repr(_genotype(knee))}", file=s)
         else:
             print("no successful trial: no best genotype", file=s)
         s.flush()

@@ -117,8 +117,13 @@ class ParetoTuner(Tuner):
 
     classArgs (all optional):
         population_size, sample_size, seed, max_params: see
-            :class:`~strategies.evolution.ParetoEvolutionCore` (``max_params`` bounds the
-            #Params of the proxy network below, counted before a trial is launched).
+            :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
+            search``; ``max_params`` bounds the #Params of the TARGET network, counted before a
+            trial is launched).
+        target: the network ``params``/``flops`` are counted on (``strategies.objectives``): a
+            preset (``cifar10``, the default, or ``imagenet``) or a mapping of the ``target``
+            section's keys (``model``, ``init_channels``, ``layers``, ``num_classes``,
+            ``image_size``); keep it equal to the ``target`` section of the trial's config.
         objectives: list of ``"name:max|min"`` (default accuracy:max, params:min).
         metric_name: name of the trial's ``"default"`` metric (default ``accuracy``).
         exclude_none: never propose the ``none`` op (default true).
@@ -128,13 +133,21 @@ class ParetoTuner(Tuner):
         max_attempts: duplicate/over-budget draws tolerated per proposal.
     """
 
-    def __init__(self, population_size: int = 20, sample_size: int = 5, seed: Optional[int] = None,
-                 max_params: Optional[float] = None, objectives: Union[Sequence[str], Mapping[str, str], None] = None,
+    def __init__(self, population_size: Optional[int] = None, sample_size: Optional[int] = None,
+                 seed: Optional[int] = None, max_params: Optional[float] = None,
+                 objectives: Union[Sequence[str], Mapping[str, str], None] = None,
                  metric_name: str = "accuracy", exclude_none: bool = True, init_channels: Optional[int] = None,
                  layers: Optional[int] = None, image_size: Optional[int] = None, num_classes: int = 10,
-                 max_attempts: int = 500) -> None:
+                 max_attempts: int = 500, target: Any = None) -> None:
         super().__init__()
+        from .objectives import resolve_target
         from .pareto import as_objectives
+        from .search_config import SearchSection
+
+        defaults = SearchSection()
+        population_size = defaults.population_size if population_size is None else population_size
+        sample_size = defaults.sample_size if sample_size is None else sample_size
+        self.target = resolve_target(target)
 
         self.objectives = as_objectives(DEFAULT_OBJECTIVES if objectives is None else objectives)
         if max_params is not None and not (isinstance(max_params, numbers.Real) and not isinstance(max_params, bool)
@@ -164,13 +177,13 @@ class ParetoTuner(Tuner):
     def proxy(self) -> Dict[str, Any]:
         """The proxy network's arguments of :class:`~strategies.genotype_space.GenotypeSpace`;
         unset classArgs take the trial's defaults (``osep-nas trial`` without ``--config``)."""
-        from .search import ProxySection
+        from .search_config import ProxySection
 
         a, defaults = self._proxy_args, ProxySection()
         size = int(a["image_size"] or defaults.image_size or 8)
         return {"init_channels": int(a["init_channels"] or defaults.init_channels),
                 "layers": int(a["layers"] or defaults.layers), "num_classes": a["num_classes"],
-                "input_size": (3, size, size)}
+                "input_size": (3, size, size), "target": self.target}
 
     # ------------------------------------------------------------------ tuner API
     def update_search_space(self, search_space: Dict[str, Any]) -> None:
@@ -276,9 +289,9 @@ class ParetoTuner(Tuner):
             cheap = self.space.cheap_metrics(candidate)["params"]
         if int(metrics["params"]) != cheap:
             self._warned_mismatch = True
-            _logger.warning("ParetoTuner: the trial reports %s params, the tuner's proxy network has %s: set the "
-                            "classArgs init_channels/layers/image_size/num_classes like the trial's proxy "
-                            "(max_params is checked on the tuner's count)", metrics["params"], cheap)
+            _logger.warning("ParetoTuner: the trial reports %s target params, the tuner's target (%s) has %s: set "
+                            "the classArgs target like the trial config's target section (max_params is checked "
+                            "on the tuner's count)", metrics["params"], self.target.describe(), cheap)
 
     def _require(self) -> "ParetoEvolutionCore":
         if self.core is None:
@@ -320,7 +333,9 @@ class ParetoTuner(Tuner):
         path = self._state_path()
         if path is None or not path.is_file():
             return
-        self.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
+        from osep_nas.io import read_user_text
+
+        self.load_state_dict(json.loads(read_user_text(path, 256 << 20, "tuner state")))
         _logger.info("ParetoTuner: resumed from %s (%d results)", path, len(self._require().history))
 
 

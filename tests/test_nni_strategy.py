@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from osep_nas import count_params
+from osep_nas.networks import NetworkCIFAR
 from osep_nas.genotypes import arch_to_genotype, parse_genotype
 from search_spaces.darts_space import OSepDartsNet, OSepDartsSpace
 from strategies.nni_strategy import ModelSpaceGenotypes, ParetoEvolution, metric_record
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 def digits(digits_8px):
     x, y = digits_8px
     return x[:96], y[:96]
+
+
+SMALL_TARGET = {"model": "cifar10", "init_channels": 8, "layers": 5}
 
 
 def _space():
@@ -65,8 +69,11 @@ def test_adapter_counts_the_frozen_model():
     assert "none" not in adapter.ops and adapter.num_nodes == 4
     g = adapter.random_sample(random.Random(0))
     cheap = adapter.cheap_metrics(g)
-    assert cheap["params"] == count_params(space.freeze(adapter.arch(g)))
-    assert adapter.input_size == (3, 8, 8) and cheap["flops"] > 0
+    # the objective is the target network's #Params (default: DARTS' 36-channel 20-cell CIFAR-10
+    # network); the frozen model NNI trains is only the proxy
+    assert cheap["params"] == count_params(NetworkCIFAR(36, 10, 20, False, g))
+    assert cheap["proxy_params"] == count_params(space.freeze(adapter.arch(g)))
+    assert adapter.input_size == (3, 8, 8) and cheap["flops"] > cheap["proxy_flops"] > 0
     with pytest.raises(ValueError, match="DARTS cell"):
         from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
@@ -82,7 +89,7 @@ def test_pareto_evolution_in_process(digits, tmp_path):
     x, y = digits
     space = _space()
     # budget: the median #Params of random archs of this space, so about half are refused
-    probe = ModelSpaceGenotypes(SimplifiedModelSpace.from_model(space, None))
+    probe = ModelSpaceGenotypes(SimplifiedModelSpace.from_model(space, None), target=SMALL_TARGET)
     rng = random.Random(1)
     sizes = [probe.cheap_metrics(probe.random_sample(rng))["params"] for _ in range(12)]
     budget = float(np.median(sizes))
@@ -91,7 +98,7 @@ def test_pareto_evolution_in_process(digits, tmp_path):
     config = NasExperimentConfig("sequential", "simplified")
     config.experiment_working_directory = str(tmp_path)
     config.max_trial_number = 5
-    strategy = ParetoEvolution(population_size=3, sample_size=2, seed=0, max_params=budget)
+    strategy = ParetoEvolution(population_size=3, sample_size=2, seed=0, max_params=budget, target=SMALL_TARGET)
     exp = NasExperiment(space, FunctionalEvaluator(_train_one_step, x=x, y=y), strategy, config)
     try:
         exp.run()
@@ -102,15 +109,16 @@ def test_pareto_evolution_in_process(digits, tmp_path):
     core = strategy.core
     assert len(_TRAINED) == 5 and len(core.history) == 5
     assert all(t is OSepDartsNet for t, _, _ in _TRAINED)
-    # over-budget architectures were refused before training, never evaluated
-    assert all(p <= budget for _, p, _ in _TRAINED)
+    # over-budget architectures (target #Params) were refused before training, never evaluated
+    assert all(probe.cheap_metrics(g)["params"] <= budget for _, _, g in _TRAINED)
     assert core.n_rejected > 0
-    # the cheap #Params is the count of the very network that was trained
+    # proxy_params is the count of the very network that was trained; params the target's
     trained = {repr(g): p for _, p, g in _TRAINED}
     records = strategy.records()
     for rec in records:
         assert rec["status"] == "ok", rec
-        assert trained[rec["genotype"]] == rec["params"]
+        assert trained[rec["genotype"]] == rec["proxy_params"]
+        assert rec["params"] == probe.cheap_metrics(parse_genotype(rec["genotype"]))["params"]
         assert 0.0 <= rec["accuracy"] <= 100.0 and "train_loss" in rec  # the dict metric was read
         assert arch_to_genotype(rec["arch"]) == parse_genotype(rec["genotype"])
     # the front is non-dominated, and export_top_models returns exactly its members
@@ -140,3 +148,37 @@ def test_bad_arguments():
         ParetoEvolution(max_params=-1)
     with pytest.raises(ValueError):
         ParetoEvolution(objectives=["accuracy:up"])
+
+
+def test_proxy_evaluator_runs_the_search_protocol_on_validation_only(tmp_path, monkeypatch):
+    """ParetoEvolution with the shipped evaluator: the search's trial protocol on the frozen
+    model, scored on the validation part; a test split that raises on any use is never read."""
+    import osep_nas.data as D
+    from strategies.nni_strategy import proxy_evaluator
+
+    class Trap(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            raise AssertionError("the test split was read")
+
+    real = D.load_digits_tensors
+
+    def trapped(*args, **kwargs):
+        tx, ty, vx, vy = real(*args, **kwargs)
+        return tx, ty, torch.Tensor._make_subclass(Trap, vx), torch.Tensor._make_subclass(Trap, vy)
+
+    monkeypatch.setattr(D, "load_digits_tensors", trapped)
+    config = NasExperimentConfig("sequential", "simplified")
+    config.experiment_working_directory = str(tmp_path)
+    config.max_trial_number = 3
+    strategy = ParetoEvolution(population_size=2, sample_size=1, seed=0, target=SMALL_TARGET)
+    evaluator = proxy_evaluator({"proxy": {"steps": 3, "batch_size": 16}})
+    exp = NasExperiment(_space(), evaluator, strategy, config)
+    try:
+        exp.run()
+    finally:
+        exp.stop()
+    records = strategy.records()
+    assert len(records) == 3 and all(r["status"] == "ok" for r in records), records
+    # 288 validation digits: every accuracy is a multiple of 100/288
+    assert all(abs(r["accuracy"] * 2.88 - round(r["accuracy"] * 2.88)) < 1e-3 for r in records)

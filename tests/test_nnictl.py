@@ -135,7 +135,7 @@ def test_read_experiment_and_export(tmp_path, capsys):
     for name in ("pareto.yaml", "pareto.png", "knee_genotype.yaml", "knee_normal.png", "knee_reduce.png",
                  "trials.jsonl"):
         assert (out / name).is_file(), name
-    # the float-metric trial got its params/flops counted on the tuner's proxy network
+    # the float-metric trial got its params/flops counted on the tuner's target network (classArgs target, default cifar10)
     rec4 = [json.loads(l) for l in (out / "trials.jsonl").read_text().splitlines()][4]
     from strategies.genotype_space import GenotypeSpace
 

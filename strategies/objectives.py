@@ -1,0 +1,125 @@
+"""What a search's objectives measure: the ``target`` network and its counts.
+
+A front is a claim about the network the user deploys, so ``params`` and ``flops`` are
+counted on the *target* network of a genotype (default: the DARTS CIFAR-10 evaluation
+network, 36 channels x 20 cells, 32 px, auxiliary head excluded), with the project's one
+counter and before any training. The proxy network a trial trains is only a diagnostic
+(``proxy_params``): its tiny width and depth order cells differently from the target.
+
+One definition serves ``osep-nas search``, the nnictl trial/tuner, the NNI
+``ParetoEvolution`` strategy and the one-shot penalty: :class:`TargetSection` in their
+configs, :func:`resolve_target` to a :class:`Target`, :meth:`Target.counts` per genotype.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from torch import nn
+
+from osep_nas import count_flops, count_params
+from osep_nas.config import _f
+from osep_nas.genotypes import Genotype
+
+__all__ = ["TargetSection", "Target", "resolve_target", "TARGET_PRESETS", "METRICS", "DEFAULT_OBJECTIVES"]
+
+#: preset name -> create_model name (a DARTS evaluation network taking ``genotype=``)
+TARGET_PRESETS = {"cifar10": "darts_cifar", "imagenet": "darts_imagenet"}
+#: metrics an objective may name: measured on validation (accuracy, %) or counted on the target
+METRICS = ("accuracy", "params", "flops")
+DEFAULT_OBJECTIVES = ("accuracy:max", "params:min")
+
+
+@dataclass
+class TargetSection:
+    """The network on which ``params`` and ``flops`` are counted (the one the user deploys)."""
+    model: str = _f("cifar10", "cifar10 (DARTS CIFAR-10 evaluation network: 36 ch x 20 cells, 32 px) | imagenet "
+                    "(48 ch x 14 cells, 224 px) | a create_model name taking genotype= (darts_cifar, darts_imagenet)")
+    init_channels: Optional[int] = _f(None, "override the model's initial channels (unset: its default)",
+                                      check="positive", hi=4096)
+    layers: Optional[int] = _f(None, "override the model's number of cells (unset: its default)",
+                               check="positive", hi=1000)
+    num_classes: Optional[int] = _f(None, "override the model's classes (unset: its default)", check="positive",
+                                    hi=100000)
+    image_size: Optional[int] = _f(None, "input side for FLOPs (unset: the model's, 32 or 224)", check="positive",
+                                   hi=4096)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target: ``create_model(model, genotype=g, auxiliary=False, **kwargs)`` at
+    ``input_size``. Hashable, so counts are cached per (target, genotype)."""
+    model: str
+    kwargs: Tuple[Tuple[str, int], ...]
+    input_size: Tuple[int, int, int]
+
+    def describe(self) -> str:
+        kw = dict(self.kwargs)
+        return (f"{self.model} {kw.get('init_channels', '?')} ch x {kw.get('layers', '?')} cells, "
+                f"{self.input_size[-1]} px, {kw.get('num_classes', '?')} classes")
+
+    def build(self, genotype: Genotype) -> nn.Module:
+        """The target network of ``genotype`` (no auxiliary head)."""
+        from osep_nas.models import create_model
+
+        return create_model(self.model, genotype=genotype, auxiliary=False, **dict(self.kwargs))
+
+    def counts(self, genotype: Genotype) -> Dict[str, int]:
+        """``{"params", "flops"}`` of the target network (multiply-adds of one image)."""
+        return dict(_counts(self, _freeze(genotype)))
+
+
+def _freeze(g: Genotype) -> Genotype:
+    return Genotype(tuple((str(op), int(i)) for op, i in g.normal), tuple(int(c) for c in g.normal_concat),
+                    tuple((str(op), int(i)) for op, i in g.reduce), tuple(int(c) for c in g.reduce_concat))
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts(target: Target, genotype: Genotype) -> Tuple[Tuple[str, int], ...]:
+    g = Genotype(list(genotype.normal), list(genotype.normal_concat), list(genotype.reduce),
+                 list(genotype.reduce_concat))
+    net = target.build(g)
+    return (("params", int(count_params(net))), ("flops", int(count_flops(net, target.input_size))))
+
+
+def resolve_target(section: Any = None) -> Target:
+    """A :class:`Target` from a :class:`TargetSection`, a mapping of its fields, a preset or
+    model name, or ``None`` (the default). ValueError names the bad key."""
+    from osep_nas.models import model_info
+
+    if section is None:
+        section = TargetSection()
+    elif isinstance(section, str):
+        section = TargetSection(model=section)
+    elif isinstance(section, dict):
+        unknown = sorted(set(section) - set(TargetSection.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"target: unknown key(s) {', '.join(map(str, unknown))}")
+        section = TargetSection(**section)
+    name = TARGET_PRESETS.get(str(section.model).strip().lower(), section.model)
+    try:
+        info = model_info(name)
+    except ValueError as exc:
+        raise ValueError(f"target.model: {exc}; presets: {', '.join(TARGET_PRESETS)}") from None
+    accepted = info.keywords()
+    if "genotype" not in accepted:
+        raise ValueError(f"target.model: {info.name!r} is not built from a genotype (no genotype= keyword); "
+                         f"use {', '.join(TARGET_PRESETS)} or darts_cifar/darts_imagenet")
+    import inspect
+
+    defaults = {p.name: p.default for p in inspect.signature(info.factory).parameters.values()}
+    kwargs: Dict[str, int] = {}
+    for key in ("init_channels", "layers", "num_classes"):
+        value = getattr(section, key)
+        if value is None:
+            value = defaults.get(key)
+        if value is not None:
+            kwargs[key] = int(value)
+    if kwargs.get("layers", 3) < 3:
+        raise ValueError(f"target.layers: must be >= 3 (two reduction cells and a normal one), got {kwargs['layers']}")
+    side = int(section.image_size or info.input_size[-1])
+    if info.input_size[-1] >= 224 and side < 32:
+        raise ValueError(f"target.image_size: {info.name} has a stride-4 stem and two reductions; "
+                         f"the side must be >= 32, got {side}")
+    return Target(info.name, tuple(sorted(kwargs.items())), (int(info.input_size[0]), side, side))

@@ -1,0 +1,155 @@
+"""The config of ``osep-nas search`` (and of the nnictl trial): sections, defaults, checks.
+
+Loaded by the project's one loader (:func:`osep_nas.config.load_config`: strict keys and
+types, ``--set`` overrides). Every key, its default and its meaning: ``examples/search_digits.yaml``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Union
+
+from osep_nas.config import _f, load_config
+
+from .genotype_space import resolve_op_candidates
+from .objectives import DEFAULT_OBJECTIVES, METRICS, TargetSection, resolve_target
+from .pareto import as_objectives
+
+__all__ = ["SearchConfig", "SearchSection", "SpaceSection", "ProxySection", "TargetSection", "OutputSection",
+           "load_search_config", "check_search_config", "STRATEGIES", "PROXY_DATASETS", "RESUMABLE_CHANGES"]
+
+STRATEGIES = ("evolution", "random")
+PROXY_DATASETS = ("digits", "cifar10", "cifar100")
+#: config keys that may change on --resume (they only decide when to stop, where to write, how many processes)
+RESUMABLE_CHANGES = ("search.trials", "search.budget_minutes", "search.workers", "output.out")
+
+
+@dataclass
+class SearchSection:
+    """The search algorithm, its trial protocol and its stopping rules."""
+    strategy: str = _f("evolution", "evolution (multi-objective regularized evolution, NSGA-II tournament) | "
+                       "random (uniform sampling, a baseline)", choices=STRATEGIES)
+    trials: int = _f(24, "new architectures to train at rung 0 (failed ones count; over-budget ones are refused "
+                         "untrained, not counted); promotions to higher rungs come on top", check="positive")
+    population_size: int = _f(8, "evolution: population (the first ones are random samples)", check="positive")
+    sample_size: int = _f(3, "evolution: tournament size (<= population_size)", check="positive")
+    seed: int = _f(0, "seed of the proposals and of every trial's training", check="nonneg")
+    max_params: Optional[float] = _f(None, "refuse, before training, architectures whose TARGET network has more "
+                                     "parameters (unset: no limit)", check="positive")
+    budget_minutes: Optional[float] = _f(None, "stop cleanly (between rounds) after this many minutes of this "
+                                         "invocation (unset: no limit)", check="positive")
+    objectives: List[str] = _f(list(DEFAULT_OBJECTIVES),
+                               "NAME:max|min; accuracy (validation top-1 %), params, flops (of the target network)")
+    rungs: int = _f(2, "successive halving: rungs of proxy.steps * eta**r steps (1: a single fidelity)",
+                    check="positive", hi=6)
+    eta: int = _f(3, "successive halving: the best 1/eta of a rung (Pareto rank) is promoted, with eta x the "
+                     "steps", check="positive", hi=16)
+    round_size: int = _f(4, "jobs asked at a time; a round's results are told in job order, so results do not "
+                            "depend on search.workers", check="positive", hi=256)
+    workers: Optional[int] = _f(None, "processes training trials in parallel, 1 thread each "
+                                      "(unset: the number of cores)", check="positive", hi=256)
+
+
+@dataclass
+class SpaceSection:
+    """The DARTS cell space."""
+    op_candidates: str = _f("osep", "preset of search_spaces.presets (osep | darts | darts+osep) or "
+                            "comma-separated op names")
+    num_nodes: int = _f(4, "intermediate nodes per cell (2 inputs each)", check="positive", hi=64)
+    exclude_none: bool = _f(True, "leave the 'none' op out, as DARTS' derivation does")
+    distinct_inputs: bool = _f(False, "the two edges of a node read different states (DARTS' derivation); "
+                               "default: each edge picks its input freely, as in the NNI space")
+
+
+@dataclass
+class ProxySection:
+    """The proxy task every trial trains: a small NetworkCIFAR, scored on a validation part
+    held out of the training split (the test split is never read)."""
+    dataset: str = _f("digits", "digits (sklearn's bundled 8x8 digits, no download) | cifar10 | cifar100 "
+                      "(python batches in proxy.root)", choices=PROXY_DATASETS)
+    root: Optional[str] = _f(None, "cifar: folder of the python batches (or its parent)")
+    image_size: Optional[int] = _f(None, "image side (unset: digits 8, cifar 16)", check="positive")
+    test_fraction: float = _f(0.2, "digits: share of the 1797 images that form the test split (never read by the "
+                                   "search)", check="positive", hi=1.0, hi_open=True)
+    val_fraction: float = _f(0.2, "share of the training split held out to score trials (fixed stratified split)",
+                             check="positive", hi=1.0, hi_open=True)
+    max_val_images: Optional[int] = _f(None, "score on the first N validation images only (unset: all)",
+                                       check="positive")
+    init_channels: int = _f(2, "channels of the first cell of the proxy network", check="positive", hi=1024)
+    layers: int = _f(3, "cells of the proxy network (>= 3: reduction cells at layers//3 and 2*layers//3)",
+                     check="positive")
+    steps: int = _f(80, "SGD steps of a rung-0 trial (rung r: steps * eta**r)", check="positive")
+    batch_size: int = _f(32, check="positive")
+    lr: float = _f(0.1, "initial learning rate (cosine decay to 0 over the steps)", check="positive")
+    momentum: float = _f(0.9, "SGD momentum (Nesterov when > 0)", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = _f(3e-4, check="nonneg")
+    grad_clip: float = _f(5.0, "gradient norm clip (0: off)", check="nonneg")
+    augment: bool = _f(False, "random pad-and-crop (and flips for cifar) during the proxy training")
+    threads: int = _f(1, "CPU threads per trial (tiny networks gain nothing from more, and a fixed count keeps "
+                         "results identical across machines)", check="positive")
+    device: str = _f("cpu", "cpu | cuda | auto", choices=("cpu", "cuda", "auto"))
+
+
+@dataclass
+class OutputSection:
+    """Where results go."""
+    out: Optional[str] = _f(None, "output folder (unset: runs/search-<timestamp>)")
+    plots: bool = _f(True, "write pareto.png and the knee's cell plots")
+
+
+@dataclass
+class SearchConfig:
+    """A whole ``osep-nas search`` config."""
+    search: SearchSection = field(default_factory=SearchSection)
+    space: SpaceSection = field(default_factory=SpaceSection)
+    proxy: ProxySection = field(default_factory=ProxySection)
+    target: TargetSection = field(default_factory=TargetSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """Cross-field checks the schema cannot express; ValueError naming the key."""
+    import torch
+
+    s, p = cfg.search, cfg.proxy
+    if s.strategy == "evolution" and s.sample_size > s.population_size:
+        raise ValueError(f"search.sample_size: must be <= search.population_size ({s.population_size}), "
+                         f"got {s.sample_size}")
+    if s.rungs > 1 and s.eta < 2:
+        raise ValueError(f"search.eta: successive halving needs eta >= 2, got {s.eta} (or set search.rungs=1)")
+    try:
+        objectives = as_objectives(s.objectives)
+    except ValueError as exc:
+        raise ValueError(f"search.objectives: {exc}") from None
+    for o in objectives:
+        if o.name not in METRICS:
+            raise ValueError(f"search.objectives: unknown metric {o.name!r}; known: {', '.join(METRICS)}")
+    if len(objectives) < 2:
+        raise ValueError("search.objectives: a multi-objective search needs at least two objectives")
+    if "accuracy" not in [o.name for o in objectives]:
+        raise ValueError("search.objectives: accuracy must be one of the objectives (it is what trials measure)")
+    try:
+        resolve_op_candidates(cfg.space.op_candidates, cfg.space.exclude_none)
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith("space.") else f"space.op_candidates: {exc}") from None
+    resolve_target(cfg.target)
+    if p.layers < 3:
+        raise ValueError(f"proxy.layers: must be >= 3 (two reduction cells and a normal one), got {p.layers}")
+    if p.dataset == "digits":
+        if p.root is not None:
+            raise ValueError("proxy.root: the digits are embedded; a folder means proxy.dataset cifar10 or cifar100")
+        if p.image_size is not None and p.image_size < 8:
+            raise ValueError(f"proxy.image_size: digits are 8x8, the size must be >= 8, got {p.image_size}")
+    elif p.root is None:
+        raise ValueError(f"proxy.root: proxy.dataset {p.dataset} needs the folder of its python batches "
+                         f"(--data DIR)")
+    if p.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("proxy.device: cuda requested but no CUDA device is available")
+
+
+def load_search_config(path_or_dict: Union[str, Path, Mapping[str, Any], SearchConfig, None] = None,
+                       overrides: Optional[Sequence[str]] = None) -> SearchConfig:
+    """Load and check a search config; raises ValueError (one line) or FileNotFoundError."""
+    cfg = load_config(path_or_dict, overrides, schema=SearchConfig)
+    check_search_config(cfg)
+    return cfg
