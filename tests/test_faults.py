@@ -13,7 +13,11 @@ can install one fault hook before calling ``osep_nas.cli.main``:
   complete in its temp file): a kill in the middle of an atomic write.
 
 A parked process writes a marker file; the test then SIGKILLs it, so every kill lands
-exactly where intended (no timing luck).  ``test_fault_sigkill_at_random_moments`` adds
+exactly where intended (no timing luck).  ``test_fault_kill_anywhere_*`` (issue 21) go
+further: a fork server (torch imported once) runs ``train`` / ``study`` and SIGKILLs the
+child at its k-th write event (every rename before and after, torn appends, torn lock and
+checkpoint writes, mid-epoch steps), for 22 + 9 kill points, each resumed and compared
+with the uninterrupted result.  ``test_fault_sigkill_at_random_moments`` adds
 kills at random times.  Covered elsewhere, not repeated here: a kill between epochs
 (tests/test_train.py::test_sigkill_then_resume_matches_uninterrupted), a kill after a few
 search trials, a simulated out-of-memory trial recorded as failed while the search goes on
@@ -331,3 +335,259 @@ def test_fault_search_sigkill_mid_trial_and_mid_state_write(driver, tmp_path):
     front = lambda d: json.loads((d / "summary.json").read_text())["front"]  # noqa: E731
     assert front(out) == front(ref)
     assert (out / "pareto.yaml").read_text() == (ref / "pareto.yaml").read_text()
+
+
+# ----------------------------------------------------------------------------- kill -9 anywhere (issue 21)
+
+FORK_SERVER = r'''
+import io, json, os, signal, sys
+sys.path.insert(0, os.environ["REPO"])
+import torch
+torch.set_num_threads(1)
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot  # noqa: F401  (the study's plots; preloaded, not per child)
+import osep_nas.io as oio
+import osep_nas.train, osep_nas.study, osep_nas.models, osep_nas.complexity, osep_nas.cli.train_cmd  # noqa: F401
+import osep_nas.cli.study_cmd, sklearn.model_selection  # noqa: F401
+from osep_nas import kernels
+from osep_nas.cli import main
+from osep_nas.data import _raw_digits
+kernels.available()
+_raw_digits()  # the digits, read once
+if os.environ.get("WARMUP"):  # one run here, so that torch's first-call set-up is not paid by every child
+    import contextlib, tempfile
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        assert main(json.loads(os.environ["WARMUP"]) + ["--out", tmp + "/w", "--quiet"]) == 0
+        fig = matplotlib.pyplot.figure()
+        fig.savefig(io.BytesIO(), format="png")
+        matplotlib.pyplot.close(fig)
+real = {"replace": os.replace, "write": os.write, "save": torch.save, "step": torch.optim.SGD.step}
+
+
+def child(job):
+    """Run one command; SIGKILL ourselves at the job's kill_at-th event under job's root."""
+    root, kill_at, events = os.path.realpath(job["root"]) + os.sep, job.get("kill_at"), []
+    log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+
+    def event(name, torn=None):
+        events.append(name)
+        with open(job["events"], "a") as fh:
+            fh.write(name + "\n")
+        if len(events) == kill_at:
+            if torn:
+                torn()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def inside(path):
+        return os.path.realpath(str(path)).startswith(root)
+
+    def fd_inside(fd):
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}").startswith(root)
+        except OSError:
+            return False
+
+    def replace(src, dst, *a, **k):
+        if not inside(dst):
+            return real["replace"](src, dst, *a, **k)
+        name = os.path.basename(str(dst))
+        event(f"before rename onto {name}")
+        out = real["replace"](src, dst, *a, **k)
+        event(f"after rename onto {name}")
+        return out
+
+    def write(fd, data):
+        if not fd_inside(fd):
+            return real["write"](fd, data)
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        event(f"torn write to {name}", lambda: real["write"](fd, bytes(data)[: max(1, len(data) // 2)]))
+        return real["write"](fd, data)
+
+    def save(obj, f, *a, **k):
+        if hasattr(f, "fileno") and fd_inside(f.fileno()):
+            def torn():
+                buf = io.BytesIO()
+                real["save"](obj, buf, *a, **k)
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            tmp = os.path.basename(os.readlink(f"/proc/self/fd/{f.fileno()}"))  # .NAME.XXXX.tmp
+            event(f"torn checkpoint {tmp[1:].rsplit('.', 2)[0]}", torn)
+        return real["save"](obj, f, *a, **k)
+
+    steps = [0]
+
+    def step(self, *a, **k):
+        steps[0] += 1
+        if steps[0] % 4 == 2:  # mid-epoch (4 steps an epoch)
+            event(f"mid-epoch step {steps[0]}")
+        return real["step"](self, *a, **k)
+
+    os.replace, os.write, torch.save, torch.optim.SGD.step = replace, write, save, step
+    os.chdir(job["cwd"])
+    return main(job["argv"])
+
+
+for line in sys.stdin:
+    job = json.loads(line)
+    open(job["events"], "w").close()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rc = child(job)
+        except BaseException as exc:  # noqa: BLE001
+            import traceback
+            traceback.print_exc()
+            rc = 99
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(rc or 0))
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    rc = None if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    events = open(job["events"]).read().splitlines()
+    print(json.dumps({"killed": killed, "rc": rc, "events": events}), flush=True)
+'''
+
+
+class ForkServer:
+    """One process that imports torch and osep-nas once, then forks a child per command
+    (no 3-second start per run): ``run(argv, root, kill_at=k)`` SIGKILLs the child at its
+    k-th event under ``root`` (a rename, a torn append or write, a torn checkpoint, a
+    mid-epoch step)."""
+
+    def __init__(self, folder: Path):
+        script = folder / "fork_server.py"
+        script.write_text(FORK_SERVER)
+        self.folder = folder
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", REPO=str(Path(__file__).resolve().parents[1]),
+                   WARMUP=json.dumps(TRAIN_K))
+        self.proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=folder, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.n = 0
+
+    def run(self, argv: List[str], root: Path, kill_at: Optional[int] = None) -> dict:
+        self.n += 1
+        job = {"argv": argv, "root": str(root), "kill_at": kill_at, "cwd": str(self.folder),
+               "log": str(self.folder / f"job{self.n}.log"), "events": str(self.folder / f"job{self.n}.events")}
+        t0 = time.time()
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if os.environ.get("OSEP_NAS_KILL_DEBUG"):
+            print(f"job {self.n} kill_at={kill_at}: {time.time() - t0:.1f} s", flush=True)
+        assert line, f"the fork server died (exit {self.proc.poll()})"
+        res = json.loads(line)
+        res["log"] = Path(job["log"]).read_text()[-3000:]
+        if kill_at is None:
+            assert res["rc"] == 0, f"{argv[0]} failed ({res['rc']}):\n{res['log']}"
+        return res
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def fork_server(tmp_path_factory):
+    server = ForkServer(tmp_path_factory.mktemp("forkserver"))
+    yield server
+    server.close()
+
+
+# TRAIN with 2 steps an epoch and 90 test images: the same kinds of events, half the cost
+TRAIN_K = [*TRAIN, "--set", "max_steps_per_epoch=2", "--set", "data.test_fraction=0.05"]
+
+
+def _train_argv(out: Path) -> List[str]:
+    resume = any((out / n).exists() for n in ("last.pt", "config.yaml", "metrics.jsonl"))
+    return [*TRAIN_K, "--out", str(out)] + (["--resume"] if resume else [])
+
+
+def _spread(n: int, want: int) -> List[int]:
+    """``want`` kill points spread evenly over events 1..n (all of them when n <= want)."""
+    if n <= want:
+        return list(range(1, n + 1))
+    return sorted({1 + round(i * (n - 1) / (want - 1)) for i in range(want)})
+
+
+@pytest.mark.slow
+def test_fault_kill_anywhere_train_resumes_to_the_uninterrupted_run(fork_server, tmp_path):
+    """SIGKILL `osep-nas train` at EVERY event of its run (each rename before and after,
+    each torn metrics line and lock write, each half-written checkpoint, mid-epoch steps),
+    one fresh run per kill point; each then resumes (taking over the stale lock) and ends
+    bit-identical to the uninterrupted run."""
+    t0 = time.time()
+    ref = tmp_path / "ref"
+    events = fork_server.run([*TRAIN_K, "--out", str(ref)], ref)["events"]
+    points = _spread(len(events), int(os.environ.get("OSEP_NAS_KILL_POINTS", "22")))
+    for k in points:
+        out = tmp_path / f"k{k}"
+        res = fork_server.run([*TRAIN_K, "--out", str(out)], out, kill_at=k)
+        assert res["killed"], f"kill point {k} ({events[k - 1]}) was never reached:\n{res['log']}"
+        if (out / "last.pt").exists():
+            assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2, 3)  # whole, whatever the moment
+        fork_server.run(_train_argv(out), out)
+        assert_same_training(ref, out)
+        assert not list(out.glob(".osep-nas.lock"))  # the resumed run took over and released the lock
+    hit = [events[k - 1] for k in points]
+    print(f"\nkill -9 anywhere (train): {len(points)} kill points of {len(events)} events, each resumed to the "
+          f"uninterrupted run, in {time.time() - t0:.0f} s: {'; '.join(hit)}")
+    assert len(points) >= 20
+
+
+STUDY_RECIPE = """\
+model: {name: resnet20, width_mult: 0.25}
+data: {dataset: digits, image_size: 8, padding: 1, batch_size: 32, test_fraction: 0.05}
+optim: {lr: 0.05, schedule: exponential, gamma: 0.7}
+training: {epochs: 2, tensorboard: false, device: cpu, max_steps_per_epoch: 2}
+"""
+STUDY = """\
+study:
+  name: tiny
+  recipe: recipe.yaml
+  seeds: [0]
+  runs:
+    a: {model: resnet20}
+    b: {model: resnet20, gamma: 2, set: ["model.width_mult=0.125"]}
+"""
+
+
+def _study_rows(out: Path) -> List[dict]:
+    import csv
+
+    with open(out / "results.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.slow
+def test_fault_kill_anywhere_study_resumes_to_the_uninterrupted_study(fork_server, tmp_path):
+    """SIGKILL `osep-nas study` at spread events of its two training runs and of its results
+    (CSV, table, plots); re-running the study then ends with the uninterrupted study's
+    results and checkpoints."""
+    t0 = time.time()
+    (tmp_path / "recipe.yaml").write_text(STUDY_RECIPE)
+    (tmp_path / "study.yaml").write_text(STUDY)
+    argv = ["study", str(tmp_path / "study.yaml"), "--out"]
+    ref = tmp_path / "ref"
+    events = fork_server.run([*argv, str(ref)], ref)["events"]
+    n = len(events)
+    # spread over the two runs, plus the results files at the end
+    points = sorted(set(_spread(n - 6, 6)) | {n - 5, n - 3, n - 1})
+    for k in points:
+        out = tmp_path / f"k{k}"
+        assert fork_server.run([*argv, str(out)], out, kill_at=k)["killed"], events[k - 1]
+        fork_server.run([*argv, str(out)], out)
+        assert _study_rows(out) == _study_rows(ref)
+        for run in ("a", "b"):
+            a, b = load_checkpoint(ref / run / "seed0" / "last.pt"), load_checkpoint(out / run / "seed0" / "last.pt")
+            assert a["epoch"] == b["epoch"] == 2
+            for key in a["model"]:
+                assert torch.equal(a["model"][key], b["model"][key]), (k, run, key)
+    print(f"\nkill -9 anywhere (study): {len(points)} kill points of {n} events, each resumed to the uninterrupted "
+          f"study, in {time.time() - t0:.0f} s")
+    assert len(points) >= 8
