@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from osep_nas.config import config_to_dict, config_to_yaml
 from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict
 from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_text
+from osep_nas.outlock import hold_out_dir, out_entries
 
 from .evolution import ParetoEvolutionCore, SearchExhausted, Trial
 from .fidelity import final_records, promotions, rung_steps
@@ -134,7 +135,7 @@ def _check_out(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[str,
     """Decide whether OUT may be used; returns the saved state when resuming one."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
-    busy = out.is_dir() and any(out.iterdir())
+    busy = out.is_dir() and bool(out_entries(out))
     if not busy:
         return None
     try:
@@ -362,6 +363,15 @@ def run_search(config: Union[SearchConfig, Mapping[str, Any], str, Path, None] =
         raise ValueError(f"stop_after must be >= 0, got {stop_after}")
     out = Path(out_dir if out_dir is not None else (cfg.output.out or default_out_dir())).expanduser()
     setup = prepare_proxy(cfg)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder")
+    with hold_out_dir(out):  # one writer per OUT: a second search on it is refused while this one runs
+        return _run_search(cfg, out, setup, resume, progress, trainer, stop_after, report, print_report, t0)
+
+
+def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, progress: Optional[bool],
+                trainer: Optional[Trainer], stop_after: Optional[int], report: bool, print_report: bool,
+                t0: float) -> SearchResult:
     core = _make_core(cfg, setup)
     st = _State(out, cfg, core)
     state = _check_out(out, cfg, resume)

@@ -601,3 +601,27 @@ def test_default_search_end_to_end(tmp_path):
     assert max(r["accuracy"] for r in ok) - min(r["accuracy"] for r in ok) > 1.0  # real training differs
     for name in ("pareto.png", "knee_normal.png", "knee_reduce.png", "knee_genotype.yaml", "summary.json"):
         assert (out / name).is_file()
+
+
+def test_a_second_search_on_a_folder_in_use_is_refused_at_once(tmp_path, capsys):
+    """One writer per OUT: while another process holds the folder, `search --resume` exits 2."""
+    out = tmp_path / "s"
+    quiet_search(tiny(search={"trials": 2}), out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom osep_nas.outlock import hold_out_dir\n"
+                               "with hold_out_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)",
+                               str(out)], env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump(tiny(search={"trials": 3})))
+        before = (out / "trials.jsonl").read_text()
+        start = time.time()
+        assert main(["search", "--config", str(cfg), "--out", str(out), "--resume", "--quiet"]) == 2
+        assert time.time() - start < 30
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0]
+        assert (out / "trials.jsonl").read_text() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["search", "--config", str(tmp_path / "c.yaml"), "--out", str(out), "--resume", "--quiet"]) == 0
