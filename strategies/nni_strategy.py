@@ -63,7 +63,7 @@ _logger = logging.getLogger(__name__)
 _LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")  # osep_nas.genotypes.arch_label's form
 
 
-def _cell_labels(mutables: Mapping[str, Any]) -> Tuple[List[str], int]:
+def cell_choices(mutables: Mapping[str, Any]) -> Tuple[List[str], int]:
     """(op candidates, num_nodes) of a simplified DARTS cell space; ValueError otherwise."""
     ops: Optional[List[str]] = None
     nodes = 0
@@ -105,7 +105,7 @@ class ModelSpaceGenotypes(GenotypeSpace):
 
     def __init__(self, model_space: ExecutableModelSpace, exclude_none: bool = True,
                  input_size: Optional[Tuple[int, int, int]] = None, target: Any = None) -> None:
-        ops, num_nodes = _cell_labels(model_space.simplify())
+        ops, num_nodes = cell_choices(model_space.simplify())
         super().__init__(ops, num_nodes, exclude_none=exclude_none, distinct_inputs=False,
                          input_size=input_size or (3, 32, 32), target=target)
         self.model_space = model_space

@@ -22,7 +22,7 @@ from osep_nas import count_flops, count_params
 from osep_nas.config import _f
 from osep_nas.genotypes import Genotype
 
-__all__ = ["TargetSection", "Target", "resolve_target", "TARGET_PRESETS", "METRICS", "DEFAULT_OBJECTIVES"]
+__all__ = ["TargetSection", "Target", "TargetParamsExpectation", "resolve_target", "TARGET_PRESETS", "METRICS", "DEFAULT_OBJECTIVES"]
 
 #: preset name -> create_model name (a DARTS evaluation network taking ``genotype=``)
 TARGET_PRESETS = {"cifar10": "darts_cifar", "imagenet": "darts_imagenet"}
@@ -123,3 +123,54 @@ def resolve_target(section: Any = None) -> Target:
         raise ValueError(f"target.image_size: {info.name} has a stride-4 stem and two reductions; "
                          f"the side must be >= 32, got {side}")
     return Target(info.name, tuple(sorted(kwargs.items())), (int(info.input_size[0]), side, side))
+
+
+class TargetParamsExpectation:
+    """E[#Params of the target network] under per-edge choice probabilities of a DARTS cell
+    space (labels ``{cell}/op_{i}_{k}`` and ``{cell}/input_{i}_{k}``): the one-shot search's
+    penalty, differentiable when the probabilities are tensors and exact for one-hot ones.
+
+    A DARTS network's #Params is a constant (stem, preprocessing, classifier) plus the sum of
+    its edges' ops, and an edge's op depends only on its cell's channels and stride (2 for
+    the inputs 0 and 1 of a reduction cell). Every (cell type, stride, op) entry is counted
+    once by the project's counter on the op as the target network builds it."""
+
+    def __init__(self, target: Target, ops: Any, num_nodes: int) -> None:
+        from osep_nas.networks.darts import Cell
+        from osep_nas.ops import OPS
+
+        self.target, self.ops, self.num_nodes = target, [str(o) for o in ops], int(num_nodes)
+        ref_edges = [(next((o for o in self.ops if o != "none"), self.ops[0]), 0)] * (2 * self.num_nodes)
+        concat = list(range(2, self.num_nodes + 2))
+        ref = Genotype(ref_edges, concat, ref_edges, concat)
+        net = target.build(ref)
+        cells = [m for m in net.modules() if isinstance(m, Cell)]
+        self.table: Dict[Tuple[str, int], Dict[str, int]] = {}
+        for cell in cells:
+            C = next(m for m in cell.preprocess1.modules() if isinstance(m, nn.Conv2d)).out_channels
+            kind = "reduce" if cell.reduction else "normal"
+            for stride in ((1, 2) if cell.reduction else (1,)):
+                row = self.table.setdefault((kind, stride), {op: 0 for op in self.ops})
+                for op in self.ops:
+                    row[op] += int(count_params(OPS[op](C, stride, True)))
+        edges = sum(self.table[(kind, 2 if kind == "reduce" and i < 2 else 1)][op]
+                    for kind in ("normal", "reduce") for op, i in ref_edges)
+        self.constant = int(target.counts(ref)["params"]) - edges
+
+    def __call__(self, probs: Any) -> Any:
+        total: Any = float(self.constant)
+        for kind in ("normal", "reduce"):
+            for node in range(self.num_nodes):
+                for k in (0, 1):
+                    p_op = probs[f"{kind}/op_{node + 2}_{k}"]
+                    if kind == "reduce":
+                        p_in = {int(j[0] if isinstance(j, (list, tuple)) else j): p
+                                for j, p in probs[f"{kind}/input_{node + 2}_{k}"].items()}
+                        p2 = sum(p for j, p in p_in.items() if j < 2)
+                        p1 = sum(p for j, p in p_in.items() if j >= 2)
+                        rows = ((p1, self.table[(kind, 1)]), (p2, self.table[(kind, 2)]))
+                    else:
+                        rows = ((1.0, self.table[(kind, 1)]),)
+                    for weight, row in rows:
+                        total = total + weight * sum(p * row[str(op)] for op, p in p_op.items())
+        return total

@@ -5,12 +5,14 @@ same supernet, optimizers and Lightning loop) with one change in the architectur
 
     loss_arch = CE(val batch) + lam * E_alpha[#Params] / params_scale
 
-``E_alpha[#Params]`` is :func:`search_spaces.profilers.expected_params` of
-:func:`search_spaces.profilers.params_profiler` (built on the space before DARTS turns it into
-a supernet) under :func:`search_spaces.profilers.arch_probs` of the supernet, i.e. the
-softmax-weighted #Params of every candidate op and input, each counted by the project's one
-counter, and differentiable in the architecture weights (NNI's own ``penalty=`` reads
-``export_probs()`` floats, so it has no gradient). ``params_scale`` defaults to the expectation
+``E_alpha[#Params]`` is the expected #Params of the TARGET network (the search's objective,
+:mod:`strategies.objectives`; default the 36-channel 20-cell CIFAR-10 network) under
+:func:`search_spaces.profilers.arch_probs` of the supernet:
+:class:`~strategies.objectives.TargetParamsExpectation`, every candidate op counted by the
+project's one counter at the target's channels, exact for a one-hot choice and
+differentiable in the architecture weights (NNI's own ``penalty=`` reads ``export_probs()``
+floats, so it has no gradient). ``target=None`` penalises the searched network's own
+#Params instead (:func:`search_spaces.profilers.params_profiler`). ``params_scale`` defaults to the expectation
 under uniform choices (the space's mean #Params), which makes ``lam`` dimensionless:
 ``lam = 1`` weighs "the whole network's #Params" like one unit of cross-entropy.
 
@@ -113,6 +115,13 @@ def derive_genotype(probs: Probs, max_skips: Optional[int] = 2, skip_cells: Sequ
     return validate_genotype(Genotype(cells["normal"], concat["normal"], cells["reduce"], concat["reduce"]))
 
 
+def _expectation(profiler: Any, probs: Probs) -> Any:
+    from search_spaces.profilers import expected_params
+
+    return profiler(probs) if callable(profiler) and not hasattr(profiler, "expression") else \
+        expected_params(profiler, probs)
+
+
 class ExpectedParamsPenalty(ExpectationProfilerPenalty):
     """``loss + lam * E[#Params] / params_scale`` with the expectation taken under the
     supernet's differentiable probabilities (``probs_fn()``, i.e. ``arch_probs(supernet)``);
@@ -121,15 +130,15 @@ class ExpectedParamsPenalty(ExpectationProfilerPenalty):
 
     def __init__(self, profiler: Any, lam: float, params_scale: float,
                  probs_fn: Callable[[], Dict[str, Dict[Any, torch.Tensor]]]) -> None:
+        """``profiler``: an NNI expression profiler, or a callable ``probs -> E[#Params]``
+        (:class:`~strategies.objectives.TargetParamsExpectation`)."""
         super().__init__(profiler, baseline=params_scale, scale=lam)
         self.lam = float(lam)
         self.params_scale = float(params_scale)
         self._probs_fn = probs_fn  # a plain callable: the supernet must not become a submodule
 
     def forward(self, loss: torch.Tensor, sample: Any) -> Tuple[torch.Tensor, dict]:
-        from search_spaces.profilers import expected_params
-
-        expected = expected_params(self.profiler, self._probs_fn())
+        expected = _expectation(self.profiler, self._probs_fn())
         penalty = self.lam * expected / self.params_scale
         total = loss + penalty
         return total, {"loss_original": loss.detach(), "expected_params": _float(expected),
@@ -140,8 +149,9 @@ class ExpectedParamsPenalty(ExpectationProfilerPenalty):
 class SweepPoint:
     """One lambda of :func:`sweep`. Iterates (and unpacks) as ``(lam, genotype, params, skips)``:
     ``params`` is the #Params of the derived genotype's network on the searched space
-    (``space.freeze``, the project's counter), ``skips`` its normal-cell skip_connect count after
-    the cap; ``skips_uncapped`` what plain argmax derivation would have kept."""
+    (``space.freeze``, the project's counter), ``target_params`` on the target network (the
+    objective), ``skips`` its normal-cell skip_connect count after the cap; ``skips_uncapped``
+    what plain argmax derivation would have kept."""
     lam: float
     genotype: Genotype
     params: int
@@ -150,6 +160,7 @@ class SweepPoint:
     flops: int = 0
     expected_params: float = math.nan
     arch: Dict[str, Any] = field(default_factory=dict)
+    target_params: int = 0
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.lam, self.genotype, self.params, self.skips))
@@ -167,13 +178,17 @@ class ParamsPenalizedDarts(DARTS):
         lam: weight of ``E[#Params] / params_scale`` in the architecture loss (0: plain DARTS).
         max_skips, skip_cells, exclude_none: derivation, see :func:`derive_genotype`.
         params_scale: normaliser of the expected #Params (default: its value under uniform
-            choices, computed on the space).
+            choices).
+        target: the network whose #Params are penalised (``strategies.objectives``: a preset
+            ``cifar10`` (default) | ``imagenet``, a mapping of the target keys, a ``Target``), or
+            ``None`` for the searched network itself.
         **darts_kwargs: NNI DARTS arguments (``arc_learning_rate``, ``gradient_clip_val``,
             ``warmup_epochs``, ...); ``penalty`` is not accepted (this class sets it).
     """
 
     def __init__(self, lam: float = 0.0, *, max_skips: Optional[int] = 2, skip_cells: Sequence[str] = ("normal",),
-                 exclude_none: bool = True, params_scale: Optional[float] = None, **darts_kwargs: Any) -> None:
+                 exclude_none: bool = True, params_scale: Optional[float] = None, target: Any = "cifar10",
+                 **darts_kwargs: Any) -> None:
         if "penalty" in darts_kwargs:
             raise ValueError("ParamsPenalizedDarts sets the penalty itself (lam); do not pass penalty=")
         if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam) and lam >= 0):
@@ -190,6 +205,9 @@ class ParamsPenalizedDarts(DARTS):
         self.skip_cells = tuple(skip_cells)
         self.exclude_none = bool(exclude_none)
         self.params_scale = params_scale
+        from .objectives import Target, resolve_target
+
+        self.target = None if target is None else (target if isinstance(target, Target) else resolve_target(target))
         self.profiler: Any = None
         self._space: Any = None
 
@@ -197,18 +215,25 @@ class ParamsPenalizedDarts(DARTS):
         return f"lam={self.lam}, max_skips={self.max_skips}, skip_cells={self.skip_cells}"
 
     def _initialize(self, model_space: RawFormatModelSpace, engine: ExecutionEngine) -> RawFormatModelSpace:
-        from search_spaces.profilers import expected_params, params_profiler
+        from search_spaces.profilers import params_profiler
 
         if not isinstance(model_space, RawFormatModelSpace):
             raise TypeError("ParamsPenalizedDarts needs the 'raw' model format (NasExperimentConfig(..., 'raw'))")
         space = model_space.model_space
         self._space = space
         with counting_threads():  # before DARTS turns the space into a supernet
-            self.profiler = params_profiler(space)
+            if self.target is None:
+                self.profiler = params_profiler(space)
+            else:
+                from .nni_strategy import cell_choices
+                from .objectives import TargetParamsExpectation
+
+                ops, num_nodes = cell_choices(space.simplify())
+                self.profiler = TargetParamsExpectation(self.target, ops, num_nodes)
             if self.params_scale is None:
                 uniform = {label: {v: 1.0 / len(m.values) for v in m.values}
                            for label, m in space.simplify().items() if hasattr(m, "values")}
-                self.params_scale = float(expected_params(self.profiler, uniform))
+                self.params_scale = float(_expectation(self.profiler, uniform))
         if self.lam > 0:
             from search_spaces.profilers import arch_probs
 
@@ -232,10 +257,8 @@ class ParamsPenalizedDarts(DARTS):
         return derive_genotype(self.probs(), cap, self.skip_cells, self.exclude_none)  # type: ignore[arg-type]
 
     def expected_params(self) -> float:
-        """E[#Params] under the current probabilities."""
-        from search_spaces.profilers import expected_params
-
-        return float(expected_params(self.profiler, self.probs()))
+        """E[#Params] (of the target network, or of the searched one) under the current probabilities."""
+        return float(_expectation(self.profiler, self.probs()))
 
     @property
     def result(self) -> SweepPoint:
@@ -247,8 +270,9 @@ class ParamsPenalizedDarts(DARTS):
                 int(getattr(net, "input_size", 32)))
         with counting_threads():
             flops = int(count_flops(net, size))
+        target_params = int(self.target.counts(g)["params"]) if self.target is not None else int(count_params(net))
         return SweepPoint(self.lam, g, int(count_params(net)), count_skips(g),
-                          count_skips(self.export_genotype(None)), flops, self.expected_params(), arch)
+                          count_skips(self.export_genotype(None)), flops, self.expected_params(), arch, target_params)
 
     def list_models(self, sort: bool = True, limit: Optional[int] = 1) -> Iterator[RawFormatModelSpace]:
         """The derived architecture (NNI's DARTS export would take the raw argmax, ``none`` and

@@ -78,6 +78,46 @@ def test_penalty_is_differentiable_and_prefers_cheap_ops():
     assert grad["skip_connect"] < 0 and grad["max_pool_3x3"] < 0
 
 
+def test_target_expectation_is_exact_for_one_hot_choices_and_differentiable():
+    """The one-shot penalty counts the target network (the search's objective): for a one-hot
+    choice E[#Params] equals the built 36-channel 20-cell network's count exactly."""
+    import random
+
+    from osep_nas import count_params
+    from osep_nas.genotypes import genotype_to_arch
+    from osep_nas.networks import NetworkCIFAR
+    from strategies.genotype_space import GenotypeSpace
+    from strategies.objectives import TargetParamsExpectation, resolve_target
+    from search_spaces.profilers import arch_probs
+
+    space = GenotypeSpace(OPS, num_nodes=4)  # 'none' left out of the genotypes, kept in the supernet
+    expect = TargetParamsExpectation(resolve_target("cifar10"), OPS, 4)
+    rng = random.Random(0)
+    for _ in range(3):
+        g = space.random_sample(rng)
+        probs = {}
+        for label, value in genotype_to_arch(g).items():
+            if "/op_" in label:
+                probs[label] = {o: float(o == value) for o in space.ops}
+            else:
+                chosen = value[0] if isinstance(value, list) else value
+                probs[label] = {j: float(j == chosen) for j in range(int(label.split("_")[-2]))}
+        assert expect(probs) == count_params(NetworkCIFAR(36, 10, 20, False, g))
+    # differentiable through the supernet's probabilities, and it prefers cheap ops
+    from nni.nas.strategy import DARTS
+
+    net = tiny_space(op_candidates=OPS)
+    DARTS().mutate_model(net)
+    penalty = ExpectedParamsPenalty(expect, lam=1.0, params_scale=1e6, probs_fn=lambda: arch_probs(net))
+    loss, details = penalty(torch.tensor(0.0), {})
+    loss.backward()
+    alpha = next(m._arch_alpha for m in net.modules()
+                 if getattr(m, "label", None) == "normal/op_2_0" and hasattr(m, "_arch_alpha"))
+    grad = dict(zip(OPS, alpha.grad.tolist()))
+    assert 1.5e6 < details["expected_params"] < 4e6
+    assert grad["osep_3x3"] > 0 and grad["skip_connect"] < 0
+
+
 def test_bad_arguments():
     for kw in ({"lam": -1.0}, {"lam": float("nan")}, {"max_skips": -1}, {"skip_cells": ("middle",)},
                {"penalty": {}}, {"params_scale": 0.0}):
