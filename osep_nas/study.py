@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from osep_nas.config import ConfigError, _f, load_config, one_line
+from osep_nas.config import ConfigError, _f, load_config, one_line, short_repr
 from osep_nas.io import atomic_open, atomic_write_text
 from osep_nas.outlock import hold_out_dir
 
@@ -78,20 +78,21 @@ def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:
     for name, spec in runs.items():
         path = f"study.runs.{one_line(str(name))}"  # a run name is user text: one line in messages
         if not isinstance(spec, dict):
-            raise ConfigError(f"{path}: expected a mapping with a 'model' key, got {spec!r}")
+            raise ConfigError(f"{path}: expected a mapping with a 'model' key, got {short_repr(spec)}")
         unknown = set(spec) - RUN_KEYS
         if unknown:
-            raise ConfigError(f"{path}.{sorted(unknown)[0]}: unknown key; run keys are {', '.join(sorted(RUN_KEYS))}")
+            first = one_line(sorted(map(str, unknown))[0])
+            raise ConfigError(f"{path}.{first}: unknown key; run keys are {', '.join(sorted(RUN_KEYS))}")
         model = spec.get("model")
         if not isinstance(model, str):
-            raise ConfigError(f"{path}.model: expected a model name, got {model!r}")
+            raise ConfigError(f"{path}.model: expected a model name, got {short_repr(model)}")
         gamma = spec.get("gamma")
         if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0):
-            raise ConfigError(f"{path}.gamma: expected a number >= 0 (0 = depth-wise), got {gamma!r}")
+            raise ConfigError(f"{path}.gamma: expected a number >= 0 (0 = depth-wise), got {short_repr(gamma)}")
         sets = spec.get("set", [])
         if not isinstance(sets, list) or not all(isinstance(s, str) and "=" in s for s in sets):
-            raise ConfigError(f"{path}.set: expected a list of KEY=VALUE strings, got {sets!r}")
-        slug = _slug(name)
+            raise ConfigError(f"{path}.set: expected a list of KEY=VALUE strings, got {short_repr(sets)}")
+        slug = _slug(str(name))
         if slug in slugs:
             raise ConfigError(f"{path}: two runs map to the same folder name {slug!r}")
         slugs.add(slug)

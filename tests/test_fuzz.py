@@ -730,7 +730,9 @@ def test_fuzz_regression_huge_length_field_is_a_value_error(tmp_path, opcode):
 
 
 @pytest.mark.parametrize("text", ['"\\r": 1\n', 'model:\n  "a\\nb": 1\n', '"\\x1b[2J": {}\n',
-                                  'study:\n  runs:\n    "a\\rb": {model: 5}\n'])
+                                  'study:\n  runs:\n    "a\\rb": {model: 5}\n',
+                                  'study:\n  runs:\n    a: {model: x, "gamma=4.\\n": 1}\n',
+                                  'study:\n  runs:\n    a: {model: x, 1: 2, b: 3}\n'])
 def test_fuzz_regression_yaml_keys_are_escaped_in_messages(tmp_path, text):
     """Keys from the file were echoed raw: "\\r: unknown section" printed as two lines."""
     from osep_nas.config import load_config
