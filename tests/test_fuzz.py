@@ -89,7 +89,8 @@ class Tally:
             took = time.process_time() - start
             if took <= CPU_LIMIT_S:
                 break
-            assert attempt == 0, f"{self.name}: {took:.2f} s of CPU time (twice over {CPU_LIMIT_S} s) for {shown!r:.300}"
+            assert attempt == 0, \
+                f"{self.name}: {took:.2f} s of CPU time (twice over {CPU_LIMIT_S} s) for {shown!r:.300}"
         self.slowest = max(self.slowest, took)
         self.hist[outcome] += 1
 
