@@ -285,6 +285,11 @@ def default_out_dir() -> Path:
 
 def _make_core(cfg: SearchConfig, setup: ProxySetup) -> ParetoEvolutionCore:
     s = cfg.search
+    if s.strategy in ("nsga2", "motpe"):
+        from .optuna_core import OptunaCore
+
+        return OptunaCore(setup.space, s.objectives, sampler=s.strategy, population_size=s.population_size,
+                          seed=s.seed, max_params=s.max_params, params_key="params", max_attempts=500)
     random_only = s.strategy == "random"
     return ParetoEvolutionCore(
         setup.space, s.objectives,

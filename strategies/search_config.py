@@ -18,7 +18,7 @@ from .pareto import as_objectives
 __all__ = ["SearchConfig", "SearchSection", "SpaceSection", "ProxySection", "TargetSection", "OutputSection",
            "load_search_config", "check_search_config", "STRATEGIES", "PROXY_DATASETS", "RESUMABLE_CHANGES"]
 
-STRATEGIES = ("evolution", "random")
+STRATEGIES = ("evolution", "random", "nsga2", "motpe")
 PROXY_DATASETS = ("digits", "cifar10", "cifar100")
 #: config keys that may change on --resume (they only decide when to stop, where to write, how many processes)
 RESUMABLE_CHANGES = ("search.trials", "search.budget_minutes", "search.workers", "output.out")
@@ -28,7 +28,9 @@ RESUMABLE_CHANGES = ("search.trials", "search.budget_minutes", "search.workers",
 class SearchSection:
     """The search algorithm, its trial protocol and its stopping rules."""
     strategy: str = _f("evolution", "evolution (multi-objective regularized evolution, NSGA-II tournament) | "
-                       "random (uniform sampling, a baseline)", choices=STRATEGIES)
+                       "random (uniform sampling, a baseline) | nsga2 (Optuna's NSGAIISampler, population "
+                       "search.population_size) | motpe (Optuna's multivariate multi-objective TPESampler)",
+                       choices=STRATEGIES)
     trials: int = _f(24, "new architectures to train at rung 0 (failed ones count; over-budget ones are refused "
                          "untrained, not counted); promotions to higher rungs come on top", check="positive")
     population_size: int = _f(8, "evolution: population (the first ones are random samples)", check="positive")
