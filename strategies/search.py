@@ -106,13 +106,18 @@ class SearchResult:
 
 # ----------------------------------------------------------------------------- output folder and state
 
-def _comparable(cfg_dict: Mapping[str, Any]) -> Dict[str, Any]:
+def _comparable(cfg_dict: Any) -> Dict[str, Any]:
+    """The config keys a resume must not change, flattened (``sec.key``); a malformed saved
+    config flattens to something that simply differs."""
     flat: Dict[str, Any] = {}
-    for sec, values in cfg_dict.items():
-        for key, value in (values or {}).items():
+    for sec, values in (cfg_dict.items() if isinstance(cfg_dict, Mapping) else []):
+        if not isinstance(values, Mapping):
+            flat[str(sec)] = values
+            continue
+        for key, value in values.items():
             if f"{sec}.{key}" not in RESUMABLE_CHANGES and sec != "output":
                 flat[f"{sec}.{key}"] = value
-    return json.loads(json.dumps(flat))
+    return json.loads(json.dumps(flat, default=str))
 
 
 def _read_state(out: Path) -> Optional[Dict[str, Any]]:
@@ -177,10 +182,19 @@ class _State:
             rnd = [dict(j) for j in state["round"]]
             for j in rnd:
                 genotype_from_dict(j["genotype"])
-                int(j["job"]), int(j["trial"]), int(j["rung"]), int(j["steps"]), int(j["seed"])
+                _ints(j, "job", "trial", "rung", "steps", "seed")
+                j["origin"], j["parent"]  # noqa: B018 - presence
             for r in jobs:
-                int(r["job"]), int(r["trial"]), int(r["rung"])
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+                _ints(r, "job", "trial", "rung", "steps")
+                if r["status"] not in ("ok", "failed"):
+                    raise ValueError(f"job {r['job']}: status {str(r['status'])[:20]!r}")
+                if r["status"] == "ok":
+                    float(r["accuracy"]), _ints(r, "params", "flops")
+                _parse(r["genotype"])
+                r["origin"], r["parent"], r["reason"]  # noqa: B018 - presence
+            if len({r["job"] for r in jobs}) != len(jobs):
+                raise ValueError("a job is recorded twice")
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError, RecursionError) as exc:
             detail = " ".join(str(exc).split())[:200] or type(exc).__name__
             if isinstance(exc, KeyError):
                 detail = f"missing {detail}"
@@ -202,6 +216,14 @@ class _State:
 
     def finished(self, job: Mapping[str, Any]) -> bool:
         return any(r["job"] == job["job"] for r in self.jobs)
+
+
+def _ints(rec: Mapping[str, Any], *keys: str) -> None:
+    """Each of ``keys`` holds an integer (bools and floats refused)."""
+    for key in keys:
+        value = rec[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} {str(value)[:20]!r} is not an integer")
 
 
 def _job_record(job: Mapping[str, Any], cheap: Mapping[str, Any], metrics: Optional[Mapping[str, Any]],

@@ -642,13 +642,9 @@ def _dispatch(reader: str, slow: bool, tally, no_code, tmp_path, request, monkey
         raise AssertionError(reader)
 
 
-# strategies/search.py is being rewritten (issue 15); its resume path lets two kinds of bad
-# state.json through as tracebacks (found here): a config section that is not a mapping
-# (AttributeError in _comparable) and a bad RNG state (OverflowError from random.setstate in
-# evolution.load_state_dict, which st.load does not wrap).  Remove this mark once it maps them.
-_STATE_XFAIL = pytest.mark.xfail(strict=False, reason="issue 15: search.py's state.json reader lets "
-                                                      "AttributeError/OverflowError through")
-_PARAMS = [pytest.param(r, marks=_STATE_XFAIL) if r == "state" else r for r in READERS]
+# state.json found two tracebacks in the search's resume path (a config section that is not a
+# mapping; a bad RNG state's OverflowError): both are one-line ValueErrors now.
+_PARAMS = list(READERS)
 
 
 @pytest.mark.parametrize("reader", _PARAMS)

@@ -105,6 +105,9 @@ def test_example_config_and_meta_are_valid():
     args = canon.tuner.class_args
     assert (trial_cfg.proxy.init_channels, trial_cfg.proxy.layers, trial_cfg.proxy.image_size) == \
         (args["init_channels"], args["layers"], args["image_size"])
+    from strategies.objectives import resolve_target
+
+    assert resolve_target(trial_cfg.target) == resolve_target(args["target"])  # params counted alike
     assert "examples/nni/trial.yaml" in canon.trial_command
     # the meta file registers the tuner class
     meta = yaml.safe_load((EXAMPLES / "nni" / "pareto_tuner.yml").read_text())
@@ -215,7 +218,7 @@ def test_remote_training_service_example_passes_nni_validation(tmp_path):
     assert canon.trial_code_directory == lcanon.trial_code_directory == str(ROOT)
     assert (canon.tuner.class_name, canon.tuner.code_directory) == (lcanon.tuner.class_name,
                                                                     lcanon.tuner.code_directory)
-    proxy_keys = ("init_channels", "layers", "image_size", "objectives")
+    proxy_keys = ("init_channels", "layers", "image_size", "objectives", "target")
     assert {k: canon.tuner.class_args[k] for k in proxy_keys} == {k: lcanon.tuner.class_args[k] for k in proxy_keys}
     from strategies.tuner import ParetoTunerClassArgsValidator
 
