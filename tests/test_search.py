@@ -557,7 +557,7 @@ def test_sigkill_during_a_promoted_trial_with_two_workers_then_resume(tmp_path):
         promoted = any(j["rung"] >= 1 and j["job"] not in done for j in state["round"])
         workers = _children(proc.pid) or workers
     assert promoted and proc.poll() is None, "the search ended before a promoted job ran"
-    time.sleep(0.3)  # inside the promoted job
+    time.sleep(0.1)  # inside the promoted job
     workers = _children(proc.pid) or workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
