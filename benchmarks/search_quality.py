@@ -236,7 +236,9 @@ def run_config(objective: str, strategy: str, seed: int, budget: int,
         sec, dot, name = key.strip().partition(".")
         if not sep or not dot or sec != "search" or name in ("strategy", "trials", "seed", "workers"):
             raise ValueError(f"--set takes search.KEY=VALUE (not strategy/trials/seed/workers), got {item!r}")
-        cfg["search"][name] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+        import yaml
+
+        cfg["search"][name] = yaml.safe_load(value)
     return cfg
 
 
@@ -270,8 +272,9 @@ def run_one(objective: str, strategy: str, seed: int, budget: int, runs: Path, p
 def _fmt(values: Sequence[float]) -> str:
     if not values:
         return "-"
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.4f} ± {sd:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 seed, no spread)"
+    return f"{np.mean(values):.4f} ± {float(np.std(values, ddof=1)):.4f}"
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], budget: int,
@@ -296,7 +299,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], budget: int,
         for c in checkpoints:
             vals = [r["hv"][c - 1] for r in mine + running if len(r["hv"]) >= c]
             if vals:
-                stats[c] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+                stats[c] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals))
             cells.append(_fmt(vals) + (f" (n={len(vals)})" if vals and len(vals) != len(mine) else ""))
         if not mine:
             cells += ["-", "-"]
@@ -352,12 +355,15 @@ def verdict(numbers: Mapping[str, Any], budget: int) -> str:
     ranked = sorted(have, key=lambda s: -numbers[s][c][0])
     parts = [f"ranking by mean HV @{c}: " + " > ".join(f"{s} {numbers[s][c][0]:.4f}" for s in ranked) + "."]
     if "random" in have:
-        rm, rsd = numbers["random"][c]
+        rm, rsd, rn = numbers["random"][c]
         for s in have:
             if s == "random":
                 continue
-            m, sd = numbers[s][c]
+            m, sd, n = numbers[s][c]
             gap = m - rm
+            if min(n, rn) < 2:
+                parts.append(f"{s}: {gap:+.4f} vs random, from fewer than 2 seeds: no spread, no claim.")
+                continue
             spread = max(sd, rsd)
             word = "above random by more than the larger seed sd" if gap > spread else \
                 "NOT above random by more than the larger seed sd"
