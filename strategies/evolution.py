@@ -135,7 +135,70 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class ParetoEvolutionCore(Generic[C]):
+class TrialLog(Generic[C]):
+    """What every ask/tell core keeps and shows: ``history`` (told trials, in order) under
+    ``objectives``, the pending proposals, the successful trials, their minimisation matrix and
+    the Pareto front (shared by ParetoEvolutionCore and strategies.optuna_core.OptunaCore)."""
+
+    history: List[Trial[C]]
+    objectives: List[Objective]
+    space: Any
+    _pending: Dict[Hashable, "_Pending[C]"]
+
+    @property
+    def pending(self) -> List[C]:
+        """Candidates asked but not yet told, in asking order (re-dispatch these after a resume)."""
+        return [p.candidate for p in self._pending.values()]
+
+    def proposal(self, candidate: C) -> Dict[str, Any]:
+        """``origin`` (how it was proposed) and ``parent`` (None or a history index) of a pending candidate."""
+        pending = self._pending[self.space.key(candidate)]
+        return {"origin": pending.origin, "parent": pending.parent}
+
+    def successful(self) -> List[Trial[C]]:
+        """All successful trials, in telling order."""
+        return [t for t in self.history if t.ok]
+
+    def points(self, trials: Optional[Sequence[Trial[C]]] = None) -> np.ndarray:
+        """Minimisation matrix of ``trials`` (default: all successful), one column per objective."""
+        trials = self.successful() if trials is None else trials
+        return to_min_matrix([t.record for t in trials], self.objectives).reshape(len(trials), len(self.objectives))
+
+    def front(self) -> List[Trial[C]]:
+        """Pareto front over all successful results so far (ties kept), in telling order."""
+        ok = self.successful()
+        return [ok[i] for i in pareto_front([t.record for t in ok], self.objectives)]
+
+    def front_indices(self) -> List[int]:
+        """History indices of :meth:`front`."""
+        return [t.index for t in self.front()]
+
+    def _new_trial(self, pending: "_Pending[C]", metrics: Optional[Mapping[str, Any]], reason: Optional[str]
+                   ) -> Trial[C]:
+        """The next history entry for a told result: ok when every objective is a finite number
+        (a result with a non-finite objective is recorded as failed); ValueError when the
+        metrics lack an objective."""
+        if metrics is not None and not isinstance(metrics, Mapping):
+            raise ValueError(f"metrics must be a mapping or None, got {type(metrics).__name__}")
+        trial = Trial(index=len(self.history), candidate=pending.candidate, metrics=None, cheap=pending.cheap,
+                      status="failed", origin=pending.origin, parent=pending.parent, reason=reason)
+        if metrics is not None:
+            trial.metrics = _plain(dict(metrics))
+            missing = [o.name for o in self.objectives if o.name not in trial.record]
+            if missing:
+                raise ValueError(f"metrics lack objective(s) {missing}: got {sorted(trial.record)}")
+            try:
+                finite = all(math.isfinite(float(trial.record[o.name])) for o in self.objectives)
+            except (TypeError, ValueError):
+                finite = False
+            if finite:
+                trial.status = "ok"
+            elif trial.reason is None:
+                trial.reason = "non-finite objective value"
+        return trial
+
+
+class ParetoEvolutionCore(TrialLog[C]):
     """Ask/tell multi-objective regularized evolution (see the module docstring).
 
     ``objectives``: e.g. ``[Objective("accuracy", "max"), Objective("params", "min")]`` or
@@ -202,34 +265,6 @@ class ParetoEvolutionCore(Generic[C]):
         """Current population, oldest first."""
         return [self.history[i] for i in self._population]
 
-    @property
-    def pending(self) -> List[C]:
-        """Candidates asked but not yet told, in asking order (re-dispatch these after a resume)."""
-        return [p.candidate for p in self._pending.values()]
-
-    def proposal(self, candidate: C) -> Dict[str, Any]:
-        """``origin`` ("random" | "mutation") and ``parent`` of a pending candidate."""
-        pending = self._pending[self.space.key(candidate)]
-        return {"origin": pending.origin, "parent": pending.parent}
-
-    def successful(self) -> List[Trial[C]]:
-        """All successful trials, in telling order."""
-        return [t for t in self.history if t.ok]
-
-    def points(self, trials: Optional[Sequence[Trial[C]]] = None) -> np.ndarray:
-        """Minimisation matrix of ``trials`` (default: all successful), one column per objective."""
-        trials = self.successful() if trials is None else trials
-        return to_min_matrix([t.record for t in trials], self.objectives).reshape(len(trials), len(self.objectives))
-
-    def front(self) -> List[Trial[C]]:
-        """Pareto front over all successful results so far (ties kept), in telling order."""
-        ok = self.successful()
-        return [ok[i] for i in pareto_front([t.record for t in ok], self.objectives)]
-
-    def front_indices(self) -> List[int]:
-        """History indices of :meth:`front`."""
-        return [t.index for t in self.front()]
-
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> C:
         """Propose a new candidate (never one already asked, told or rejected)."""
@@ -258,22 +293,10 @@ class ParetoEvolutionCore(Generic[C]):
         key = self.space.key(candidate)
         if key in self._told:
             return None
-        if metrics is not None and not isinstance(metrics, Mapping):
-            raise ValueError(f"metrics must be a mapping or None, got {type(metrics).__name__}")
         pending = self._pending.get(key)
         if pending is None:
             pending = _Pending(candidate, self._cheap(candidate), "external", None)
-        trial = Trial(index=len(self.history), candidate=pending.candidate, metrics=None, cheap=pending.cheap,
-                      status="failed", origin=pending.origin, parent=pending.parent, reason=reason)
-        if metrics is not None:
-            trial.metrics = _plain(dict(metrics))
-            missing = [o.name for o in self.objectives if o.name not in trial.record]
-            if missing:
-                raise ValueError(f"metrics lack objective(s) {missing}: got {sorted(trial.record)}")
-            if self._finite_objectives(trial.record):
-                trial.status = "ok"
-            elif trial.reason is None:
-                trial.reason = "non-finite objective value"
+        trial = self._new_trial(pending, metrics, reason)
         self._pending.pop(key, None)
         self.history.append(trial)
         self._told[key] = trial.index
@@ -287,12 +310,6 @@ class ParetoEvolutionCore(Generic[C]):
     def _cheap(self, candidate: C) -> Optional[Dict[str, Any]]:
         fn = getattr(self.space, "cheap_metrics", None)
         return _plain(dict(fn(candidate))) if callable(fn) else None
-
-    def _finite_objectives(self, record: Mapping[str, Any]) -> bool:
-        try:
-            return all(math.isfinite(float(record[o.name])) for o in self.objectives)
-        except (TypeError, ValueError):
-            return False
 
     def _seen(self, key: Hashable) -> bool:
         return key in self._told or key in self._pending or key in self._rejected

@@ -36,9 +36,9 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 from osep_nas.genotypes import Genotype
 
-from .evolution import SearchExhausted, Trial, _Pending, _plain
+from .evolution import SearchExhausted, Trial, TrialLog, _Pending, _plain
 from .genotype_space import CELLS, GenotypeSpace
-from .pareto import Objective, ObjectiveSpec, as_objectives, pareto_front, to_min_matrix
+from .pareto import Objective, ObjectiveSpec, as_objectives
 
 __all__ = ["OptunaCore", "SAMPLERS", "genotype_distributions", "genotype_to_params", "params_to_genotype"]
 
@@ -116,7 +116,7 @@ def genotype_to_params(space: GenotypeSpace, genotype: Genotype) -> Dict[str, An
 
 # ----------------------------------------------------------------------------- the core
 
-class OptunaCore:
+class OptunaCore(TrialLog[Genotype]):
     """Ask/tell over an Optuna multi-objective study (see the module docstring).
 
     ``sampler``: "nsga2" (``NSGAIISampler(population_size=..., seed=...)``) or "motpe"
@@ -173,31 +173,6 @@ class OptunaCore:
         self.n_asked = 0
         self.n_rejected = 0
         self.n_duplicates = 0
-
-    # ------------------------------------------------------------------ views (as ParetoEvolutionCore)
-    @property
-    def pending(self) -> List[Genotype]:
-        return [p.candidate for p in self._pending.values()]
-
-    def proposal(self, candidate: Genotype) -> Dict[str, Any]:
-        """``origin`` (the sampler's name) and ``parent`` (None) of a pending candidate."""
-        pending = self._pending[self.space.key(candidate)]
-        return {"origin": pending.origin, "parent": pending.parent}
-
-    def successful(self) -> List[Trial[Genotype]]:
-        return [t for t in self.history if t.ok]
-
-    def points(self, trials: Optional[List[Trial[Genotype]]] = None) -> Any:
-        trials = self.successful() if trials is None else trials
-        return to_min_matrix([t.record for t in trials], self.objectives).reshape(len(trials), len(self.objectives))
-
-    def front(self) -> List[Trial[Genotype]]:
-        """Pareto front over all successful results so far (ties kept), in telling order."""
-        ok = self.successful()
-        return [ok[i] for i in pareto_front([t.record for t in ok], self.objectives)]
-
-    def front_indices(self) -> List[int]:
-        return [t.index for t in self.front()]
 
     # ------------------------------------------------------------------ study events (recorded for replay)
     def _study_ask(self) -> Any:
@@ -262,24 +237,8 @@ class OptunaCore:
             number = self._study_ask().number
         else:
             number = self._number[key]
-        trial = Trial(index=len(self.history), candidate=pending.candidate, metrics=None, cheap=pending.cheap,
-                      status="failed", origin=pending.origin, parent=None, reason=reason)
-        values: Optional[List[float]] = None
-        if metrics is not None:
-            trial.metrics = _plain(dict(metrics))
-            missing = [o.name for o in self.objectives if o.name not in trial.record]
-            if missing:
-                raise ValueError(f"metrics lack objective(s) {missing}: got {sorted(trial.record)}")
-            try:
-                values = [float(trial.record[o.name]) for o in self.objectives]
-            except (TypeError, ValueError):
-                values = None
-            if values is not None and all(math.isfinite(v) for v in values):
-                trial.status = "ok"
-            else:
-                values = None
-                if trial.reason is None:
-                    trial.reason = "non-finite objective value"
+        trial = self._new_trial(pending, metrics, reason)
+        values = [float(trial.record[o.name]) for o in self.objectives] if trial.ok else None
         self._study_tell(number, values)
         self._pending.pop(key, None)
         self._number.pop(key, None)
