@@ -169,6 +169,11 @@ def report(out: Path, n_cells: int, seeds: List[int]) -> str:
     corr("#Params alone (target, 36x20)", [-any_proxy[c]["params"] for c in cells], [truth[c] for c in cells])
     rows[-1] += "  (fewer params predicted better)"
     corr("#Params alone, more = better", [any_proxy[c]["params"] for c in cells], [truth[c] for c in cells])
+    for a, b in (("digits-80", "digits-240"), ("digits-240", "digits-720"), ("digits-80", "digits-720"),
+                 ("digits-240", "cifar16-240")):  # does a proxy agree with itself trained longer, or on CIFAR?
+        ra, rb = proxy_recs.get(a, {}), proxy_recs.get(b, {})
+        both = sorted(set(ra) & set(rb))
+        corr(f"proxy {a} vs proxy {b}", [ra[c]["accuracy"] for c in both], [rb[c]["accuracy"] for c in both])
     dig = proxy_recs.get("digits-80", {})
     c2 = sorted(dig)
     corr("proxy #Params vs target #Params", [dig[c]["proxy_params"] for c in c2], [dig[c]["params"] for c in c2])
