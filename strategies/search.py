@@ -136,12 +136,28 @@ def _read_state(out: Path) -> Optional[Dict[str, Any]]:
     return state
 
 
+def _unstarted(out: Path, cfg: SearchConfig) -> bool:
+    """OUT holds nothing but what this very search writes before its first state (its
+    config.yaml, atomic-write temp files): a search killed that early starts over."""
+    own = config_to_yaml(dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=str(out))))
+    for p in out_entries(out):
+        if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            continue
+        if p.name == "config.yaml" and p.is_file() and p.stat().st_size == len(own.encode()) and \
+                read_user_text(p, 1 << 20, "search config") == own:
+            continue
+        return False
+    return True
+
+
 def _check_out(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[str, Any]]:
     """Decide whether OUT may be used; returns the saved state when resuming one."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
     busy = out.is_dir() and bool(out_entries(out))
-    if not busy:
+    if not busy or (not (out / "state.json").exists() and _unstarted(out, cfg)):
+        for p in (out_entries(out) if busy else []):
+            p.unlink()
         return None
     try:
         state = _read_state(out)
@@ -404,6 +420,9 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
     state = _check_out(out, cfg, resume)
     if state is not None:
         st.load(state)
+        for p in out_entries(out):  # temp files of writes a kill cut short (this process holds OUT)
+            if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=str(out)))
     st.cfg = cfg

@@ -345,6 +345,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot  # noqa: F401  (the study's plots; preloaded, not per child)
 import osep_nas.io as oio
 import osep_nas.train, osep_nas.study, osep_nas.models, osep_nas.complexity, osep_nas.cli.train_cmd  # noqa: F401
+import strategies.search, strategies.cli_search  # noqa: F401  (the search kill test)
 import osep_nas.cli.study_cmd, sklearn.model_selection  # noqa: F401
 from osep_nas import kernels
 from osep_nas.cli import main
@@ -536,6 +537,30 @@ def test_fault_kill_anywhere_train_resumes_to_the_uninterrupted_run(fork_server,
     assert len(points) >= 20
 
 
+@pytest.mark.slow
+def test_fault_kill_anywhere_search_resumes_to_the_uninterrupted_search(fork_server, tmp_path):
+    """SIGKILL `osep-nas search` at 20+ spread events (config and state renames, torn
+    trials.jsonl lines, report files), one fresh run per kill point; each then resumes (or,
+    killed before its first state, starts over) and ends with the uninterrupted jobs and front."""
+    t0 = time.time()
+    ref = tmp_path / "ref"
+    events = fork_server.run([*SEARCH, "--out", str(ref)], ref)["events"]
+    points = _spread(len(events), int(os.environ.get("OSEP_NAS_KILL_POINTS", "22")))
+    for k in points:
+        out = tmp_path / f"k{k}"
+        res = fork_server.run([*SEARCH, "--out", str(out)], out, kill_at=k)
+        assert res["killed"], f"kill point {k} ({events[k - 1]}) was never reached:\n{res['log']}"
+        resume = ["--resume"] if (out / "state.json").exists() else []
+        fork_server.run([*SEARCH, "--out", str(out), *resume], out)
+        assert _records(out) == _records(ref), f"kill point {k} ({events[k - 1]})"
+        assert (out / "pareto.yaml").read_text() == (ref / "pareto.yaml").read_text()
+        assert not list(out.glob(".osep-nas.lock")) and not list(out.glob(".*.tmp"))
+    hit = [events[k - 1] for k in points]
+    print(f"\nkill -9 anywhere (search): {len(points)} kill points of {len(events)} events, each resumed to the "
+          f"uninterrupted search, in {time.time() - t0:.0f} s: {'; '.join(hit)}")
+    assert len(points) >= 20
+
+
 STUDY_RECIPE = """\
 model: {name: resnet20, width_mult: 0.25}
 data: {dataset: digits, image_size: 8, padding: 1, batch_size: 32, test_fraction: 0.05}
@@ -573,7 +598,7 @@ def test_fault_kill_anywhere_study_resumes_to_the_uninterrupted_study(fork_serve
     events = fork_server.run([*argv, str(ref)], ref)["events"]
     n = len(events)
     # spread over the two runs, plus the results files at the end
-    points = sorted(set(_spread(n - 6, 6)) | {n - 5, n - 3, n - 1})
+    points = sorted(set(_spread(n - 6, 17)) | {n - 5, n - 3, n - 1})
     for k in points:
         out = tmp_path / f"k{k}"
         assert fork_server.run([*argv, str(out)], out, kill_at=k)["killed"], events[k - 1]
@@ -586,4 +611,4 @@ def test_fault_kill_anywhere_study_resumes_to_the_uninterrupted_study(fork_serve
                 assert torch.equal(a["model"][key], b["model"][key]), (k, run, key)
     print(f"\nkill -9 anywhere (study): {len(points)} kill points of {n} events, each resumed to the uninterrupted "
           f"study, in {time.time() - t0:.0f} s")
-    assert len(points) >= 8
+    assert len(points) >= 20

@@ -390,6 +390,20 @@ def test_out_folder_rules(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         quiet_search(tiny(), tmp_path / "other")
+    # a search killed before its first state left only its own config.yaml: it starts over;
+    # a config.yaml of another search is not overwritten
+    early = tmp_path / "early"
+    early.mkdir()
+    from osep_nas.config import config_to_yaml
+
+    cfg = load_search_config(tiny(search={"trials": 2}, output={"out": str(early)}))
+    (early / "config.yaml").write_text(config_to_yaml(cfg))  # what the killed search had written
+    (early / ".state.json.x1.tmp").write_text("{")
+    assert quiet_search(tiny(search={"trials": 2}), early).n_ok == 2
+    (tmp_path / "early2").mkdir()
+    (tmp_path / "early2" / "config.yaml").write_text((early / "config.yaml").read_text())  # another OUT's
+    with pytest.raises(ValueError, match="not empty"):
+        quiet_search(tiny(search={"trials": 2}), tmp_path / "early2")
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == before
 
 
