@@ -438,6 +438,10 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
     budget_s = None if s.budget_minutes is None else 60.0 * s.budget_minutes
     bar = _Progress(_expected_jobs(s), min(resumed_from, _expected_jobs(s)), progress)
     n_val = int(setup.info["test_size"])
+    if workers > 1 and trainer is not None and not _picklable(trainer):
+        bar.note("the trainer cannot be sent to worker processes (a lambda or local function): trials run in "
+                 "this process")
+        workers = 1
     bar.note(f"search: {s.strategy}, {s.trials} trials, {workers} worker(s) x {cfg.proxy.threads} thread(s), "
              f"rungs {'/'.join(map(str, steps))} steps (top 1/{s.eta} promoted), objectives "
              f"{', '.join(s.objectives)} on target {setup.space.target.describe()}; scored on {n_val} validation "
@@ -516,6 +520,16 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
     if report:
         atomic_write_json(out / "summary.json", summary)
     return result
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - pickling fails in many ways (lambdas, closures, locks)
+        return False
 
 
 def _front_ids(records: List[Dict[str, Any]], objectives: Any) -> List[int]:

@@ -47,7 +47,7 @@ import torch
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,6 +286,15 @@ def _file(tmp: Path, name: str, data: bytes) -> Path:
     return p
 
 
+def _assert_profile(t: Any, slow: bool) -> None:
+    """Every input of the profile ran; the slow profile (500 in CI, 10,000 by hand) must also
+    have produced valid inputs, or the grammar only ever tests the error paths. (The fast
+    profile's 60 inputs may hold none for the rarer grammars, by chance.)"""
+    assert t.count >= examples(slow)
+    if slow:
+        assert t.hist["valid"] > 0, f"{t.count} inputs, none valid: the grammar only tests the error paths"
+
+
 # ----------------------------------------------------------------------------- genotypes
 
 def _genotype_bases() -> List[bytes]:
@@ -321,15 +330,19 @@ def _fuzz_genotype(slow: bool, tally, no_code) -> None:
     from osep_nas.genotypes import parse_genotype
 
     t = tally("genotype text (parse_genotype)")
+    bases = _genotype_bases()
 
     @fuzz_settings(slow)
     @given(data=_genotype_strategy(), as_text=st.booleans())
+    @example(data=bases[0], as_text=True)  # the unmutated texts always run too: a valid outcome is
+    @example(data=bases[1], as_text=False)  # guaranteed, whatever the generated sample (60 in the
+    @example(data=bases[2], as_text=True)  # fast profile may hold no valid mutant)
     def run(data: bytes, as_text: bool) -> None:
         value: Any = data.decode("utf-8", "replace") if as_text else data
         t.run(lambda: parse_genotype(value), value, _check_genotype)
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 # ----------------------------------------------------------------------------- configs and --set
@@ -369,7 +382,7 @@ def _fuzz_config(slow: bool, tally, no_code, tmp_path: Path) -> None:
         t.run(readers[kind], data, lambda cfg: isinstance(cfg, kinds[kind]) or _fail(cfg))
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 def _flat_keys() -> List[str]:
@@ -403,7 +416,7 @@ def _fuzz_overrides(slow: bool, tally, no_code) -> None:
         t.run(lambda: load_config(None, overrides), overrides, lambda cfg: isinstance(cfg, Config) or _fail(cfg))
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 def _fail(value: Any) -> None:
@@ -433,7 +446,7 @@ def _fuzz_hpo(slow: bool, tally, no_code, tmp_path: Path) -> None:
         t.run(lambda: check_search_space(path), data)
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -474,7 +487,7 @@ def _fuzz_checkpoint(slow: bool, tally, no_code, tmp_path: Path) -> None:
               lambda ckpt: isinstance(ckpt, dict) or _fail(ckpt))
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 # ----------------------------------------------------------------------------- CIFAR batches
@@ -516,7 +529,7 @@ def _fuzz_cifar(slow: bool, tally, no_code, tmp_path: Path) -> None:
         t.run(lambda: read_cifar_batch(path), data[:80], valid)
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 # ----------------------------------------------------------------------------- the search's files
@@ -585,7 +598,7 @@ def _fuzz_state(slow: bool, tally, no_code, tmp_path: Path, search_folder: Path,
                                    trainer=_fake_trainer, stop_after=0, report=False), data[:200])
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 def _fuzz_trials(slow: bool, tally, no_code, tmp_path: Path, search_folder: Path) -> None:
@@ -613,7 +626,7 @@ def _fuzz_trials(slow: bool, tally, no_code, tmp_path: Path, search_folder: Path
         t.run(lambda: load_trials(path), data[:200], valid)
 
     run()
-    assert t.count >= examples(slow) and t.hist["valid"] > 0
+    _assert_profile(t, slow)
 
 
 # ----------------------------------------------------------------------------- the tests
