@@ -173,6 +173,16 @@ class TrialLog(Generic[C]):
         """History indices of :meth:`front`."""
         return [t.index for t in self.front()]
 
+    def _check_saved_config(self, saved: Any) -> None:
+        """ValueError unless a saved state's configuration is this core's (``self._config()``),
+        compared through JSON so tuples/lists and int/float spellings do not matter."""
+        theirs = json.loads(json.dumps(saved))
+        ours = json.loads(json.dumps(self._config()))  # type: ignore[attr-defined]
+        if theirs != ours:
+            diff = {k: (theirs.get(k) if isinstance(theirs, dict) else None, v) for k, v in ours.items()
+                    if not isinstance(theirs, dict) or theirs.get(k) != v}
+            raise ValueError(f"state was saved with a different configuration (saved, current): {diff}")
+
     def _new_trial(self, pending: "_Pending[C]", metrics: Optional[Mapping[str, Any]], reason: Optional[str]
                    ) -> Trial[C]:
         """The next history entry for a told result: ok when every objective is a finite number
@@ -395,13 +405,7 @@ class ParetoEvolutionCore(TrialLog[C]):
         (objectives, sizes, seed, budget) must match this instance's, otherwise ValueError."""
         if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not an evolution state of version {STATE_VERSION}")
-        # compare through JSON so tuples/lists and int/float spellings do not matter
-        theirs = json.loads(json.dumps(state.get("config")))
-        ours = json.loads(json.dumps(self._config()))
-        if theirs != ours:
-            diff = {k: (theirs.get(k) if isinstance(theirs, dict) else None, v) for k, v in ours.items()
-                    if not isinstance(theirs, dict) or theirs.get(k) != v}
-            raise ValueError(f"state was saved with a different configuration (saved, current): {diff}")
+        self._check_saved_config(state.get("config"))
         version, internal, gauss = state["rng"]
         rng = random.Random()
         rng.setstate((version, tuple(internal), gauss))

@@ -276,12 +276,7 @@ class OptunaCore(TrialLog[Genotype]):
         replaying the study's events into a freshly seeded study."""
         if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION or state.get("kind") != "optuna":
             raise ValueError(f"not an Optuna core state of version {STATE_VERSION}")
-        theirs = json.loads(json.dumps(state.get("config")))
-        ours = json.loads(json.dumps(self._config()))
-        if theirs != ours:
-            diff = {k: (theirs.get(k) if isinstance(theirs, dict) else None, v) for k, v in ours.items()
-                    if not isinstance(theirs, dict) or theirs.get(k) != v}
-            raise ValueError(f"state was saved with a different configuration (saved, current): {diff}")
+        self._check_saved_config(state.get("config"))
         self._reset()
         try:
             for n, event in enumerate(state["events"]):
