@@ -393,7 +393,7 @@ def run_search(config: Union[SearchConfig, Mapping[str, Any], str, Path, None] =
     ``config``: a :class:`SearchConfig`, a mapping or a YAML path. ``out_dir``: default
     ``output.out`` or ``runs/search-<timestamp>``. ``progress``: per-job output (tqdm bar on a
     terminal, one line per job otherwise; ``None`` = on). ``trainer``: replaces
-    :func:`~strategies.proxy.proxy_train` (picklable when ``search.workers > 1``).
+    :func:`~strategies.proxy.proxy_train` (one that cannot be pickled runs in this process).
     ``stop_after``: return after this many jobs of this invocation without writing the
     report, as if killed. ``report``: write the report files at the end; ``print_report``:
     print the summary line, the front table and the knee genotype.
