@@ -80,22 +80,18 @@ class FastParams:
     :class:`~strategies.objectives.TargetParamsExpectation` (one-hot choices)."""
 
     def __init__(self, target: Any, ops: Sequence[str], num_nodes: int) -> None:
-        exp = _objectives.TargetParamsExpectation(target, ops, num_nodes)
-        self.table, self.constant, self.num_nodes, self.ops = exp.table, int(exp.constant), int(num_nodes), list(ops)
-
-    def _row(self, kind: str, j: int) -> Mapping[str, int]:
-        return self.table[(kind, 2 if kind == "reduce" and j < 2 else 1)]
+        self.exp = _objectives.TargetParamsExpectation(target, ops, num_nodes)
+        self.constant, self.num_nodes, self.ops = int(self.exp.constant), int(num_nodes), list(ops)
 
     def __call__(self, g: Genotype) -> int:
-        return self.constant + sum(int(self._row(kind, int(j))[op]) for kind in ("normal", "reduce")
-                                   for op, j in getattr(g, kind))
+        return self.exp.params_of(g)
 
     def bounds(self) -> Tuple[int, int]:
         """Exact least and greatest #Params over the space (inputs free per edge)."""
         lo = hi = self.constant
         for kind in ("normal", "reduce"):
             for node in range(self.num_nodes):
-                values = [int(self._row(kind, j)[op]) for j in range(node + 2) for op in self.ops]
+                values = [int(self.exp.row(kind, j)[op]) for j in range(node + 2) for op in self.ops]
                 lo += 2 * min(values)
                 hi += 2 * max(values)
         return lo, hi

@@ -157,6 +157,15 @@ class TargetParamsExpectation:
                     for kind in ("normal", "reduce") for op, i in ref_edges)
         self.constant = int(target.counts(ref)["params"]) - edges
 
+    def row(self, kind: str, input_index: int) -> Dict[str, int]:
+        """#Params of each op on an edge of ``kind`` cells reading state ``input_index``."""
+        return self.table[(kind, 2 if kind == "reduce" and input_index < 2 else 1)]
+
+    def params_of(self, genotype: Genotype) -> int:
+        """The target's #Params for one genotype (a one-hot choice), from the table."""
+        return self.constant + sum(self.row(kind, int(j))[str(op)] for kind in ("normal", "reduce")
+                                   for op, j in getattr(genotype, kind))
+
     def __call__(self, probs: Any) -> Any:
         total: Any = float(self.constant)
         for kind in ("normal", "reduce"):

@@ -102,7 +102,7 @@ def test_target_expectation_is_exact_for_one_hot_choices_and_differentiable():
             else:
                 chosen = value[0] if isinstance(value, list) else value
                 probs[label] = {j: float(j == chosen) for j in range(int(label.split("_")[-2]))}
-        assert expect(probs) == count_params(NetworkCIFAR(36, 10, 20, False, g))
+        assert expect(probs) == expect.params_of(g) == count_params(NetworkCIFAR(36, 10, 20, False, g))
     # differentiable through the supernet's probabilities, and it prefers cheap ops
     from nni.nas.strategy import DARTS
 
