@@ -27,11 +27,12 @@ trial at its highest finished rung is normalised with FIXED constants --
 hypervolume (moocore, :func:`strategies.pareto.hypervolume`) is taken against the reference
 point ``(1, 1)`` for every run, strategy and objective.
 
-Cost shortcut (both objectives, every strategy alike): the target network's #Params is
+Cost shortcut (surrogate objective, every strategy alike): the target network's #Params is
 computed exactly from the per-edge table of :class:`strategies.objectives.TargetParamsExpectation`
 (a DARTS network's #Params is a constant plus a sum over edges; checked against the real
 count at start-up) and its FLOPs are not counted (``count_flops`` of the 20-cell target costs
-most of the cost of a target count, and FLOPs are not an objective here); records carry ``flops: null``.
+most of the cost of a target count, and FLOPs are not an objective here); records carry
+``flops: null``, so a killed surrogate run starts over. Proxy runs count exactly and resume.
 
 Each (objective, strategy, seed) run has its own folder under ``--runs``; a finished run
 (``hv.json``) is skipped, a killed one resumed (``run_search(resume=True)``), so the proxy
@@ -48,6 +49,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -248,7 +250,10 @@ def run_one(objective: str, strategy: str, seed: int, budget: int, runs: Path, p
         saved = json.loads(done.read_text())
         if saved.get("budget") == budget:
             return saved
-    resume = (out / "state.json").is_file()
+    # a surrogate run's records carry flops null, which a resumed search refuses: it starts over (seconds)
+    resume = (out / "state.json").is_file() and objective == "proxy"
+    if not resume and out.exists():
+        shutil.rmtree(out)
     t0 = time.time()
     res = run_search(run_config(objective, strategy, seed, budget, extra), out, resume=resume, progress=False,
                      trainer=trainer, report=False, print_report=False)
@@ -454,7 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{'equal' if mine == real else 'DIFFERENT'}")
         if mine != real:
             raise SystemExit("error: the per-edge #Params table disagrees with the real count")
-        install_fast_counts(target, fast)
+        if args.objective == "surrogate":  # a proxy trial costs seconds: count exactly, FLOPs included
+            install_fast_counts(target, fast)
     trainer = SurrogateTrainer(Surrogate(ops, cfg.space.num_nodes, p_lo, p_hi)) if args.objective == "surrogate" \
         else None
 
