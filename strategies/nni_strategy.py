@@ -1,7 +1,8 @@
-"""Multi-objective regularized evolution as an NNI 3.0 multi-trial ``Strategy``.
+"""The multi-objective search as an NNI 3.0 multi-trial ``Strategy``.
 
-:class:`ParetoEvolution` wraps :class:`~strategies.evolution.ParetoEvolutionCore` (aging
-population, NSGA-II tournament, ``max_params`` budget) so that::
+:class:`ParetoEvolution` wraps the core of ``search.strategy`` (:func:`strategies.cores.make_core`:
+our regularized evolution by default, random, Optuna's NSGA-II or MOTPE; ``max_params``
+budget) so that::
 
     exp = NasExperiment(OSepDartsSpace(...), evaluator, ParetoEvolution(max_params=2e5))
     exp.run()
@@ -48,11 +49,12 @@ from torch import nn
 
 from osep_nas.genotypes import Genotype, genotype_to_arch
 
-from .evolution import ParetoEvolutionCore, SearchExhausted, Trial
+from .cores import make_core
+from .evolution import SearchExhausted, Trial, TrialLog
 from .genotype_space import GenotypeSpace
 from .objectives import Target, resolve_target
-from .search_config import SearchSection
 from .pareto import Objective, as_objectives
+from .search_config import STRATEGIES, SearchSection
 from .tuner import DEFAULT_OBJECTIVES, counting_threads, metric_record
 
 __all__ = ["ParetoEvolution", "ModelSpaceGenotypes", "proxy_evaluator", "metric_record", "counting_threads",
@@ -129,9 +131,11 @@ class ModelSpaceGenotypes(GenotypeSpace):
 
 
 class ParetoEvolution(Strategy):
-    """NNI 3.0 strategy: multi-objective regularized evolution (see the module docstring).
+    """NNI 3.0 strategy: multi-objective search (see the module docstring).
 
     Args:
+        strategy: as ``search.strategy`` of ``osep-nas search`` (evolution | random | nsga2 |
+            motpe; default: its default), the same core (:func:`strategies.cores.make_core`).
         population_size, sample_size, seed, max_params: as in
             :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
             search``; ``max_params`` bounds the #Params of the target network, counted before
@@ -153,9 +157,12 @@ class ParetoEvolution(Strategy):
                  objectives: Union[Sequence[Any], Mapping[str, str]] = DEFAULT_OBJECTIVES,
                  metric_name: str = "accuracy", exclude_none: bool = True,
                  input_size: Optional[Tuple[int, int, int]] = None, max_attempts: int = 500,
-                 target: Any = None) -> None:
+                 target: Any = None, strategy: Optional[str] = None) -> None:
         super().__init__()
         defaults = SearchSection()
+        self.strategy = defaults.strategy if strategy is None else strategy
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         population_size = defaults.population_size if population_size is None else population_size
         sample_size = defaults.sample_size if sample_size is None else sample_size
         self.target = resolve_target(target) if not isinstance(target, Target) else target
@@ -180,7 +187,7 @@ class ParetoEvolution(Strategy):
         self.max_attempts = max_attempts
 
         self.adapter: Optional[ModelSpaceGenotypes] = None
-        self.core: Optional[ParetoEvolutionCore] = None
+        self.core: Optional[TrialLog] = None
         self._lock = threading.RLock()
         self._running: Dict[int, Tuple[ExecutableModelSpace, Genotype]] = {}
         self._raw_metrics: Dict[int, Any] = {}
@@ -188,15 +195,15 @@ class ParetoEvolution(Strategy):
         self.stop_reason: Optional[str] = None
 
     def extra_repr(self) -> str:
-        return (f"population_size={self.population_size}, sample_size={self.sample_size}, seed={self.seed}, "
+        return (f"strategy={self.strategy}, population_size={self.population_size}, sample_size={self.sample_size}, seed={self.seed}, "
                 f"max_params={self.max_params}, objectives={[f'{o.name}:{o.direction}' for o in self.objectives]}")
 
     # ------------------------------------------------------------------ NNI life cycle
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
         self.adapter = ModelSpaceGenotypes(model_space, self.exclude_none, self.input_size, target=self.target)
-        self.core = ParetoEvolutionCore(self.adapter, self.objectives, population_size=self.population_size,
-                                        sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
-                                        params_key="params", max_attempts=self.max_attempts)
+        self.core = make_core(self.strategy, self.adapter, self.objectives, population_size=self.population_size,
+                              sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
+                              max_attempts=self.max_attempts)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
         return model_space
@@ -237,7 +244,7 @@ class ParetoEvolution(Strategy):
             self.engine.submit_models(model)
         self.engine.wait_models()
 
-    def _require(self) -> Tuple[ParetoEvolutionCore, ModelSpaceGenotypes]:
+    def _require(self) -> Tuple[TrialLog, ModelSpaceGenotypes]:
         if self.core is None or self.adapter is None:
             raise RuntimeError("ParetoEvolution is not initialized (use it in a NasExperiment)")
         return self.core, self.adapter
@@ -326,7 +333,7 @@ class ParetoEvolution(Strategy):
         front table, pareto.yaml, pareto.png, knee cell plots) into ``out_dir``."""
         from .report import write_report
 
-        kwargs.setdefault("subtitle", f"NNI ParetoEvolution, {len(self.records())} trial(s)")
+        kwargs.setdefault("subtitle", f"NNI ParetoEvolution ({self.strategy}), {len(self.records())} trial(s)")
         kwargs.setdefault("target", self.target.describe())
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return write_report(out_dir, self.records(), [f"{o.name}:{o.direction}" for o in self.objectives],

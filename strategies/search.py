@@ -1,7 +1,6 @@
 """The in-process multi-objective search: ``osep-nas search`` and :func:`run_search`.
 
-Rounds of jobs: the evolution core (:class:`~strategies.evolution.ParetoEvolutionCore`, or
-uniform sampling for ``random``) proposes genotypes of a
+Rounds of jobs: the strategy's ask/tell core (:func:`strategies.cores.make_core`) proposes genotypes of a
 :class:`~strategies.genotype_space.GenotypeSpace`; each trains at rung 0 of the proxy
 protocol (:mod:`strategies.proxy`: validation accuracy, never the test split) and the best
 1/eta of each rung is promoted to eta x longer training (:mod:`strategies.fidelity`). Jobs
@@ -32,7 +31,8 @@ from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict
 from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_text
 from osep_nas.outlock import hold_out_dir, out_entries
 
-from .evolution import ParetoEvolutionCore, SearchExhausted, Trial
+from .cores import make_core
+from .evolution import SearchExhausted, Trial, TrialLog
 from .fidelity import final_records, promotions, rung_steps
 from .pareto import as_objectives
 from .proxy import (ProxySetup, Trainer, TrialContext, prepare_proxy, proxy_train, torch_env,  # noqa: F401
@@ -50,8 +50,6 @@ __all__ = [
 STATE_FORMAT = "osep-nas-search"
 STATE_VERSION = 2
 MAX_STATE_BYTES = 256 << 20  # a search of 100,000 jobs
-#: population size that makes the core sample at random forever: the "random" strategy
-RANDOM_POPULATION = 10 ** 9
 #: what each column of the printed front means (also in --help and docs/guide.md)
 FRONT_COLUMNS = (
     ("id", "trial number (its lines in trials.jsonl); * marks the knee, the best trade-off"),
@@ -186,7 +184,7 @@ def _check_out(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[str,
 class _State:
     """The search's resumable state: the core, finished job records, the round in flight."""
 
-    def __init__(self, out: Path, cfg: SearchConfig, core: ParetoEvolutionCore) -> None:
+    def __init__(self, out: Path, cfg: SearchConfig, core: TrialLog) -> None:
         self.out, self.cfg, self.core = out, cfg, core
         self.jobs: List[Dict[str, Any]] = []   # finished job records, in finishing order
         self.round: List[Dict[str, Any]] = []  # planned jobs of the round in flight
@@ -321,19 +319,10 @@ def default_out_dir() -> Path:
     return Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
 
 
-def _make_core(cfg: SearchConfig, setup: ProxySetup) -> ParetoEvolutionCore:
+def _make_core(cfg: SearchConfig, setup: ProxySetup) -> TrialLog:
     s = cfg.search
-    if s.strategy in ("nsga2", "motpe"):
-        from .optuna_core import OptunaCore
-
-        return OptunaCore(setup.space, s.objectives, sampler=s.strategy, population_size=s.population_size,
-                          seed=s.seed, max_params=s.max_params, params_key="params", max_attempts=500)
-    random_only = s.strategy == "random"
-    return ParetoEvolutionCore(
-        setup.space, s.objectives,
-        population_size=RANDOM_POPULATION if random_only else s.population_size,
-        sample_size=1 if random_only else s.sample_size,
-        seed=s.seed, max_params=s.max_params, params_key="params", max_attempts=500)
+    return make_core(s.strategy, setup.space, s.objectives, population_size=s.population_size,
+                     sample_size=s.sample_size, seed=s.seed, max_params=s.max_params)
 
 
 def _plan_round(st: _State, steps: List[int], exhausted: List[bool]) -> List[Dict[str, Any]]:

@@ -1,7 +1,8 @@
-"""Multi-objective regularized evolution as an nnictl tuner: :class:`ParetoTuner`.
+"""The multi-objective search as an nnictl tuner: :class:`ParetoTuner`.
 
-The same algorithm as :class:`~strategies.nni_strategy.ParetoEvolution` (one
-:class:`~strategies.evolution.ParetoEvolutionCore`), over the HPO-format search space that
+The same strategies as ``osep-nas search`` and :class:`~strategies.nni_strategy.ParetoEvolution`
+(classArg ``strategy``: evolution | random | nsga2 | motpe, one factory,
+:func:`strategies.cores.make_core`), over the HPO-format search space that
 ``osep-nas space`` writes (one ``choice`` per edge op and edge input, labels
 ``normal/op_2_0`` ...). Candidates are genotypes of a
 :class:`~strategies.genotype_space.GenotypeSpace` whose proxy network (``init_channels``,
@@ -17,7 +18,7 @@ Trials report ``nni.report_final_result({"default": accuracy, "params": n, "flop
     # experiment config:
     tuner:
       name: ParetoEvolution
-      classArgs: {population_size: 8, sample_size: 3, seed: 0, max_params: 20000}
+      classArgs: {strategy: evolution, population_size: 8, sample_size: 3, seed: 0, max_params: 20000}
 
 The tuner keeps its state (a JSON file in NNI's checkpoint folder, rewritten after every
 result), so ``nnictl resume`` continues the evolution; proposals that were in flight are
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # heavy modules are imported lazily: NNI's manager gives the 
     # 10 seconds to connect, and torch/NNI-NAS imports alone can take that on a busy machine
     from osep_nas.genotypes import Genotype
 
-    from .evolution import ParetoEvolutionCore
+    from .evolution import TrialLog
     from .genotype_space import GenotypeSpace
 
 __all__ = ["ParetoTuner", "ParetoTunerClassArgsValidator", "space_ops", "metric_record", "counting_threads",
@@ -113,13 +114,14 @@ def space_ops(search_space: Mapping[str, Any]) -> tuple:
 
 
 class ParetoTuner(Tuner):
-    """nnictl tuner: multi-objective regularized evolution over osep cell genotypes.
+    """nnictl tuner: multi-objective search over osep cell genotypes.
 
     classArgs (all optional):
+        strategy: as ``search.strategy`` of ``osep-nas search`` (default: its default).
         population_size, sample_size, seed, max_params: see
             :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
             search``; ``max_params`` bounds the #Params of the TARGET network, counted before a
-            trial is launched).
+            trial is launched; ``sample_size`` is the evolution's only).
         target: the network ``params``/``flops`` are counted on (``strategies.objectives``): a
             preset (``cifar10``, the default, or ``imagenet``) or a mapping of the ``target``
             section's keys (``model``, ``init_channels``, ``layers``, ``num_classes``,
@@ -138,13 +140,16 @@ class ParetoTuner(Tuner):
                  objectives: Union[Sequence[str], Mapping[str, str], None] = None,
                  metric_name: str = "accuracy", exclude_none: bool = True, init_channels: Optional[int] = None,
                  layers: Optional[int] = None, image_size: Optional[int] = None, num_classes: int = 10,
-                 max_attempts: int = 500, target: Any = None) -> None:
+                 max_attempts: int = 500, target: Any = None, strategy: Optional[str] = None) -> None:
         super().__init__()
         from .objectives import resolve_target
         from .pareto import as_objectives
-        from .search_config import SearchSection
+        from .search_config import STRATEGIES, SearchSection
 
         defaults = SearchSection()
+        self.strategy = defaults.strategy if strategy is None else strategy
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         population_size = defaults.population_size if population_size is None else population_size
         sample_size = defaults.sample_size if sample_size is None else sample_size
         self.target = resolve_target(target)
@@ -167,7 +172,7 @@ class ParetoTuner(Tuner):
                             "num_classes": int(num_classes)}
         self.max_attempts = int(max_attempts)
         self.space: Optional["GenotypeSpace"] = None
-        self.core: Optional["ParetoEvolutionCore"] = None
+        self.core: Optional["TrialLog"] = None
         self._search_space: Optional[Dict[str, Any]] = None
         self._candidates: Dict[int, "Genotype"] = {}
         self._redo: List["Genotype"] = []
@@ -193,17 +198,17 @@ class ParetoTuner(Tuner):
             return  # e.g. the initial space again after load_checkpoint
         if self.core is not None and self.core.history:
             raise ValueError("ParetoTuner cannot change the search space once trials have finished")
-        from .evolution import ParetoEvolutionCore
+        from .cores import make_core
         from .genotype_space import GenotypeSpace
 
         ops, num_nodes = space_ops(search_space)
         self.space = GenotypeSpace(ops, num_nodes, exclude_none=self.exclude_none, distinct_inputs=False,
                                    **self.proxy)
-        self.core = ParetoEvolutionCore(self.space, self.objectives, population_size=self.population_size,
-                                        sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
-                                        params_key="params", max_attempts=self.max_attempts)
+        self.core = make_core(self.strategy, self.space, self.objectives, population_size=self.population_size,
+                              sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
+                              max_attempts=self.max_attempts)
         self._search_space = dict(search_space)
-        _logger.info("ParetoTuner: %s, objectives %s, max_params %s", self.space,
+        _logger.info("ParetoTuner: %s %s, objectives %s, max_params %s", self.strategy, self.space,
                      [f"{o.name}:{o.direction}" for o in self.objectives], self.max_params)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> Dict[str, Any]:
@@ -293,7 +298,7 @@ class ParetoTuner(Tuner):
                             "the classArgs target like the trial config's target section (max_params is checked "
                             "on the tuner's count)", metrics["params"], self.target.describe(), cheap)
 
-    def _require(self) -> "ParetoEvolutionCore":
+    def _require(self) -> "TrialLog":
         if self.core is None:
             raise RuntimeError("ParetoTuner: no search space yet (update_search_space was not called)")
         return self.core

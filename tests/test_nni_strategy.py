@@ -85,7 +85,8 @@ def test_adapter_counts_the_frozen_model():
         ModelSpaceGenotypes(SimplifiedModelSpace.from_model(Other(), None))
 
 
-def test_pareto_evolution_in_process(digits, tmp_path):
+@pytest.mark.parametrize("which", ["evolution", "nsga2"])
+def test_pareto_evolution_in_process(which, digits, tmp_path):
     x, y = digits
     space = _space()
     # budget: the median #Params of random archs of this space, so about half are refused
@@ -98,7 +99,8 @@ def test_pareto_evolution_in_process(digits, tmp_path):
     config = NasExperimentConfig("sequential", "simplified")
     config.experiment_working_directory = str(tmp_path)
     config.max_trial_number = 5
-    strategy = ParetoEvolution(population_size=3, sample_size=2, seed=0, max_params=budget, target=SMALL_TARGET)
+    strategy = ParetoEvolution(population_size=3, sample_size=2, seed=0, max_params=budget, target=SMALL_TARGET,
+                               strategy=which)
     exp = NasExperiment(space, FunctionalEvaluator(_train_one_step, x=x, y=y), strategy, config)
     try:
         exp.run()
@@ -107,6 +109,7 @@ def test_pareto_evolution_in_process(digits, tmp_path):
         exp.stop()
 
     core = strategy.core
+    assert type(core).__name__ == ("OptunaCore" if which == "nsga2" else "ParetoEvolutionCore")
     assert len(_TRAINED) == 5 and len(core.history) == 5
     assert all(t is OSepDartsNet for t, _, _ in _TRAINED)
     # over-budget architectures (target #Params) were refused before training, never evaluated
@@ -148,6 +151,8 @@ def test_bad_arguments():
         ParetoEvolution(max_params=-1)
     with pytest.raises(ValueError):
         ParetoEvolution(objectives=["accuracy:up"])
+    with pytest.raises(ValueError, match="strategy"):
+        ParetoEvolution(strategy="cmaes")
 
 
 def test_proxy_evaluator_runs_the_search_protocol_on_validation_only(tmp_path, monkeypatch):

@@ -105,6 +105,35 @@ def test_tuner_evolution_budget_front_and_resume(tmp_path, monkeypatch):
     assert [t.candidate for t in resumed.core.history[10:]] == [t.candidate for t in tuner.core.history[10:13]]
 
 
+@pytest.mark.parametrize("strategy", ["nsga2", "motpe"])
+def test_tuner_drives_every_strategy_and_resumes_exactly(strategy, tmp_path, monkeypatch):
+    """classArg strategy: the core of osep-nas search's search.strategy (one factory), with the
+    same checkpoint/resume as the evolution."""
+    from strategies.cores import make_core
+
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path))
+    space = to_nni_search_space("osep", 3)
+    args = dict(strategy=strategy, population_size=4, sample_size=2, seed=5)
+    tuner = ParetoTuner(**args)
+    tuner.update_search_space(space)
+    reference = make_core(strategy, tuner.space, tuner.objectives, population_size=4, sample_size=2, seed=5,
+                          max_params=None)
+    assert type(tuner.core) is type(reference)
+    given = _drive(tuner, 6, fail={1})
+    assert len(tuner.core.history) == 6 and sum(t.ok for t in tuner.core.history) == 5
+    assert len({json.dumps(p, sort_keys=True) for p in given}) == 6
+    in_flight = tuner.generate_parameters(6)
+    resumed = ParetoTuner(**args)
+    resumed.load_checkpoint()
+    resumed.update_search_space(space)
+    assert resumed.generate_parameters(7) == in_flight
+    tuner.receive_trial_result(6, in_flight, {"default": 1.0})
+    resumed.receive_trial_result(7, in_flight, {"default": 1.0})
+    assert _drive(resumed, 3, start=8) == _drive(tuner, 3, start=8)
+    with pytest.raises(ValueError, match="strategy"):
+        ParetoTuner(strategy="cmaes")
+
+
 def test_tuner_metric_forms_and_errors():
     tuner = ParetoTuner(population_size=2, sample_size=1, seed=0)
     with pytest.raises(RuntimeError):
