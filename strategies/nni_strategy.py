@@ -1,6 +1,6 @@
 """The multi-objective search as an NNI 3.0 multi-trial ``Strategy``.
 
-:class:`ParetoEvolution` wraps the core of ``search.strategy`` (:func:`strategies.cores.make_core`:
+:class:`ParetoEvolution` wraps the core of ``search.strategy`` (:class:`strategies.cores.CoreSettings`:
 our regularized evolution by default, random, Optuna's NSGA-II or MOTPE; ``max_params``
 budget) so that::
 
@@ -32,8 +32,6 @@ callbacks may then come from another thread, so the core is guarded by a lock) a
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import re
 import threading
 from pathlib import Path
@@ -49,12 +47,11 @@ from torch import nn
 
 from osep_nas.genotypes import Genotype, genotype_to_arch
 
-from .cores import make_core
+from .cores import CoreSettings
 from .evolution import SearchExhausted, Trial, TrialLog
 from .genotype_space import GenotypeSpace
 from .objectives import Target, resolve_target
 from .pareto import Objective, as_objectives
-from .search_config import STRATEGIES, SearchSection
 from .tuner import DEFAULT_OBJECTIVES, counting_threads, metric_record
 
 __all__ = ["ParetoEvolution", "ModelSpaceGenotypes", "proxy_evaluator", "metric_record", "counting_threads",
@@ -135,7 +132,7 @@ class ParetoEvolution(Strategy):
 
     Args:
         strategy: as ``search.strategy`` of ``osep-nas search`` (evolution | random | nsga2 |
-            motpe; default: its default), the same core (:func:`strategies.cores.make_core`).
+            motpe; default: its default), the same core (:class:`strategies.cores.CoreSettings`).
         population_size, sample_size, seed, max_params: as in
             :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
             search``; ``max_params`` bounds the #Params of the target network, counted before
@@ -159,27 +156,13 @@ class ParetoEvolution(Strategy):
                  input_size: Optional[Tuple[int, int, int]] = None, max_attempts: int = 500,
                  target: Any = None, strategy: Optional[str] = None) -> None:
         super().__init__()
-        defaults = SearchSection()
-        self.strategy = defaults.strategy if strategy is None else strategy
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        population_size = defaults.population_size if population_size is None else population_size
-        sample_size = defaults.sample_size if sample_size is None else sample_size
+        self.settings = CoreSettings.of(strategy, population_size, sample_size, seed, max_params)
+        self.strategy, self.population_size = self.settings.strategy, self.settings.population_size
+        self.sample_size, self.seed = self.settings.sample_size, self.settings.seed
         self.target = resolve_target(target) if not isinstance(target, Target) else target
-        if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
-            raise ValueError(f"population_size must be a positive integer, got {population_size!r}")
-        if isinstance(sample_size, bool) or not isinstance(sample_size, int) or not 1 <= sample_size <= population_size:
-            raise ValueError(f"sample_size must be an integer in [1, population_size={population_size}], "
-                             f"got {sample_size!r}")
-        if max_params is not None and not (isinstance(max_params, numbers.Real) and math.isfinite(max_params)
-                                           and max_params > 0):
-            raise ValueError(f"max_params must be a positive number, got {max_params!r}")
         self.objectives: List[Objective] = as_objectives(objectives)
         if not isinstance(metric_name, str) or not metric_name:
             raise ValueError(f"metric_name must be a non-empty string, got {metric_name!r}")
-        self.population_size = population_size
-        self.sample_size = sample_size
-        self.seed = seed
         self.max_params = max_params
         self.metric_name = metric_name
         self.exclude_none = bool(exclude_none)
@@ -201,9 +184,7 @@ class ParetoEvolution(Strategy):
     # ------------------------------------------------------------------ NNI life cycle
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
         self.adapter = ModelSpaceGenotypes(model_space, self.exclude_none, self.input_size, target=self.target)
-        self.core = make_core(self.strategy, self.adapter, self.objectives, population_size=self.population_size,
-                              sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
-                              max_attempts=self.max_attempts)
+        self.core = self.settings.make(self.adapter, self.objectives, self.max_attempts)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
         return model_space

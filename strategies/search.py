@@ -1,6 +1,6 @@
 """The in-process multi-objective search: ``osep-nas search`` and :func:`run_search`.
 
-Rounds of jobs: the strategy's ask/tell core (:func:`strategies.cores.make_core`) proposes genotypes of a
+Rounds of jobs: the strategy's ask/tell core (:class:`strategies.cores.CoreSettings`) proposes genotypes of a
 :class:`~strategies.genotype_space.GenotypeSpace`; each trains at rung 0 of the proxy
 protocol (:mod:`strategies.proxy`: validation accuracy, never the test split) and the best
 1/eta of each rung is promoted to eta x longer training (:mod:`strategies.fidelity`). Jobs
@@ -31,7 +31,7 @@ from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict
 from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_text
 from osep_nas.outlock import hold_out_dir, out_entries
 
-from .cores import make_core
+from .cores import CoreSettings
 from .evolution import SearchExhausted, Trial, TrialLog
 from .fidelity import final_records, promotions, rung_steps
 from .pareto import as_objectives
@@ -321,8 +321,8 @@ def default_out_dir() -> Path:
 
 def _make_core(cfg: SearchConfig, setup: ProxySetup) -> TrialLog:
     s = cfg.search
-    return make_core(s.strategy, setup.space, s.objectives, population_size=s.population_size,
-                     sample_size=s.sample_size, seed=s.seed, max_params=s.max_params)
+    return CoreSettings.of(s.strategy, s.population_size, s.sample_size, s.seed, s.max_params).make(
+        setup.space, s.objectives)
 
 
 def _plan_round(st: _State, steps: List[int], exhausted: List[bool]) -> List[Dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 The same strategies as ``osep-nas search`` and :class:`~strategies.nni_strategy.ParetoEvolution`
 (classArg ``strategy``: evolution | random | nsga2 | motpe, one factory,
-:func:`strategies.cores.make_core`), over the HPO-format search space that
+:class:`strategies.cores.CoreSettings`), over the HPO-format search space that
 ``osep-nas space`` writes (one ``choice`` per edge op and edge input, labels
 ``normal/op_2_0`` ...). Candidates are genotypes of a
 :class:`~strategies.genotype_space.GenotypeSpace` whose proxy network (``init_channels``,
@@ -142,29 +142,15 @@ class ParetoTuner(Tuner):
                  layers: Optional[int] = None, image_size: Optional[int] = None, num_classes: int = 10,
                  max_attempts: int = 500, target: Any = None, strategy: Optional[str] = None) -> None:
         super().__init__()
+        from .cores import CoreSettings
         from .objectives import resolve_target
         from .pareto import as_objectives
-        from .search_config import STRATEGIES, SearchSection
 
-        defaults = SearchSection()
-        self.strategy = defaults.strategy if strategy is None else strategy
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        population_size = defaults.population_size if population_size is None else population_size
-        sample_size = defaults.sample_size if sample_size is None else sample_size
+        self.settings = CoreSettings.of(strategy, population_size, sample_size, seed, max_params)
+        self.strategy, self.population_size = self.settings.strategy, self.settings.population_size
+        self.sample_size, self.seed = self.settings.sample_size, self.settings.seed
         self.target = resolve_target(target)
-
         self.objectives = as_objectives(DEFAULT_OBJECTIVES if objectives is None else objectives)
-        if max_params is not None and not (isinstance(max_params, numbers.Real) and not isinstance(max_params, bool)
-                                           and 0 < max_params < float("inf")):
-            raise ValueError(f"max_params must be a positive number, got {max_params!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if not 1 <= int(sample_size) <= int(population_size):
-            raise ValueError(f"sample_size must be in [1, population_size={population_size}], got {sample_size}")
-        self.population_size = int(population_size)
-        self.sample_size = int(sample_size)
-        self.seed = seed
         self.max_params = max_params
         self.metric_name = metric_name
         self.exclude_none = bool(exclude_none)
@@ -198,15 +184,12 @@ class ParetoTuner(Tuner):
             return  # e.g. the initial space again after load_checkpoint
         if self.core is not None and self.core.history:
             raise ValueError("ParetoTuner cannot change the search space once trials have finished")
-        from .cores import make_core
         from .genotype_space import GenotypeSpace
 
         ops, num_nodes = space_ops(search_space)
         self.space = GenotypeSpace(ops, num_nodes, exclude_none=self.exclude_none, distinct_inputs=False,
                                    **self.proxy)
-        self.core = make_core(self.strategy, self.space, self.objectives, population_size=self.population_size,
-                              sample_size=self.sample_size, seed=self.seed, max_params=self.max_params,
-                              max_attempts=self.max_attempts)
+        self.core = self.settings.make(self.space, self.objectives, self.max_attempts)
         self._search_space = dict(search_space)
         _logger.info("ParetoTuner: %s %s, objectives %s, max_params %s", self.strategy, self.space,
                      [f"{o.name}:{o.direction}" for o in self.objectives], self.max_params)

@@ -109,15 +109,14 @@ def test_tuner_evolution_budget_front_and_resume(tmp_path, monkeypatch):
 def test_tuner_drives_every_strategy_and_resumes_exactly(strategy, tmp_path, monkeypatch):
     """classArg strategy: the core of osep-nas search's search.strategy (one factory), with the
     same checkpoint/resume as the evolution."""
-    from strategies.cores import make_core
+    from strategies.cores import CoreSettings
 
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path))
     space = to_nni_search_space("osep", 3)
     args = dict(strategy=strategy, population_size=4, sample_size=2, seed=5)
     tuner = ParetoTuner(**args)
     tuner.update_search_space(space)
-    reference = make_core(strategy, tuner.space, tuner.objectives, population_size=4, sample_size=2, seed=5,
-                          max_params=None)
+    reference = CoreSettings.of(strategy, 4, 2, 5).make(tuner.space, tuner.objectives)
     assert type(tuner.core) is type(reference)
     given = _drive(tuner, 6, fail={1})
     assert len(tuner.core.history) == 6 and sum(t.ok for t in tuner.core.history) == 5
