@@ -22,11 +22,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
+
+from osep_nas.genotypes.resolve import resolve_genotype
 
 __all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "normalize_name",
            "resolve_genotype", "CIFAR_INPUT", "IMAGENET_INPUT"]
@@ -109,27 +110,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     model.default_input_size = tuple(getattr(model, "default_input_size", info.input_size))
     model.model_name = info.name
     return model
-
-
-# -- genotypes ----------------------------------------------------------------------
-def resolve_genotype(genotype: Any):
-    """A Genotype from a Genotype, a published name (``DARTS_V2``, ``O_DARTS``), text or a file.
-
-    Names, text (DARTS repr, JSON or YAML, never evaluated as code) and files go
-    through ``osep_nas.genotypes.genotype_from_arg``.
-    """
-    if hasattr(genotype, "normal") and hasattr(genotype, "reduce"):
-        return genotype
-    if isinstance(genotype, (str, os.PathLike)):
-        from osep_nas import genotypes as G
-
-        from_arg = getattr(G, "genotype_from_arg", None)
-        if from_arg is not None:
-            return from_arg(genotype)
-        named = getattr(G, str(genotype).strip().upper().replace("-", "_"), None)
-        if hasattr(named, "normal"):
-            return named
-    raise ValueError(f"genotype must be a Genotype, a name, genotype text or a file, got {str(genotype)[:60]!r}")
 
 
 # -- ResNets on CIFAR ---------------------------------------------------------------

@@ -63,6 +63,7 @@ from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint
                                  restore_rng_state, save_checkpoint)
 from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
 from osep_nas.data import build_loaders, derive_seed
+from osep_nas.genotypes.resolve import resolve_genotype
 from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_bytes
 from osep_nas.outlock import hold_out_dir
 
@@ -75,14 +76,6 @@ ModelBuilder = Callable[[Config, Dict[str, Any]], nn.Module]
 
 
 # ----------------------------------------------------------------------------- model
-
-def resolve_genotype(text: str) -> Any:
-    """A genotype from a name (``O_DARTS``), a file holding one, or its text (DARTS repr,
-    JSON or YAML, parsed without evaluating code): ``osep_nas.genotypes.genotype_from_arg``."""
-    from osep_nas.genotypes import genotype_from_arg
-
-    return genotype_from_arg(str(text))
-
 
 def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """The network ``config.model`` describes.

@@ -40,19 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch log lines on stderr")
 
 
-def _genotype_text(value: str) -> str:
-    """--genotype: the text of a genotype file (read through the bounded reader), else as given."""
-    from osep_nas.genotypes import MAX_GENOTYPE_FILE_BYTES
-    from osep_nas.io import read_user_text
-
-    path = Path(value).expanduser()
-    if len(value) < 4096 and "\n" not in value and os.path.lexists(path):  # lexists: no OSError on long text
-        return read_user_text(path, MAX_GENOTYPE_FILE_BYTES, "--genotype file").strip()
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     from osep_nas.config import config_to_dict, load_config
+    from osep_nas.genotypes.resolve import genotype_arg_text
     from osep_nas.train import train
 
     base = args.config
@@ -68,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     tree["data"].update(data)
     flags = {
         ("model", "name"): args.model,
-        ("model", "genotype"): _genotype_text(args.genotype) if args.genotype else None,
+        ("model", "genotype"): genotype_arg_text(args.genotype) if args.genotype else None,
         ("training", "out"): args.out,
         ("training", "epochs"): args.epochs,
         ("training", "device"): args.device,

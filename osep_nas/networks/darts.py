@@ -21,13 +21,13 @@ images and 7x7 on 224x224 ImageNet images.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, check_op
+from osep_nas.genotypes.validation import check_genotype
+from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 __all__ = ["Cell", "NetworkCIFAR", "NetworkImageNet", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet",
            "drop_path", "check_genotype"]
@@ -40,45 +40,6 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
     return x * mask / keep
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_genotype(genotype) -> None:
-    """Raise ValueError unless ``genotype`` describes buildable normal and reduction cells.
-
-    Each cell lists two (op, input) pairs per intermediate node; input k of node j
-    must be < j + 2 (the two cell inputs, then earlier nodes); ops must be registered;
-    the concatenated states must be intermediate nodes (index >= 2).
-    """
-    for kind in ("normal", "reduce"):
-        try:
-            edges = list(getattr(genotype, kind))
-            concat = list(getattr(genotype, f"{kind}_concat"))
-        except (AttributeError, TypeError):
-            raise ValueError(f"genotype has no usable '{kind}' / '{kind}_concat' fields: {genotype!r}") from None
-        if not edges or len(edges) % 2:
-            raise ValueError(f"genotype.{kind} must list two (op, input) pairs per node, got {len(edges)} pairs")
-        steps = len(edges) // 2
-        for pos, edge in enumerate(edges):
-            try:
-                name, index = edge
-            except (TypeError, ValueError):
-                raise ValueError(f"genotype.{kind}[{pos}] must be an (op, input) pair, got {edge!r}") from None
-            if not isinstance(name, str):
-                raise ValueError(f"genotype.{kind}[{pos}]: op name must be a string, got {name!r}")
-            check_op(name)
-            node = pos // 2
-            if not _is_int(index) or not 0 <= index < node + 2:
-                raise ValueError(f"genotype.{kind}[{pos}] ({name}, {index!r}): node {node} can only take "
-                                 f"inputs 0..{node + 1}")
-        if not concat:
-            raise ValueError(f"genotype.{kind}_concat is empty")
-        for k in concat:
-            if not _is_int(k) or not 2 <= k < steps + 2:
-                raise ValueError(f"genotype.{kind}_concat entry {k!r} is not an intermediate node 2..{steps + 1}")
 
 
 class Cell(nn.Module):
