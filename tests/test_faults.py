@@ -349,7 +349,7 @@ import strategies.search, strategies.cli_search  # noqa: F401  (the search kill 
 import osep_nas.cli.study_cmd, sklearn.model_selection  # noqa: F401
 from osep_nas import kernels
 from osep_nas.cli import main
-from osep_nas.data import _raw_digits
+from osep_nas.data.datasets import _raw_digits
 kernels.available()
 _raw_digits()  # the digits, read once
 if os.environ.get("WARMUP"):  # one run here, so that torch's first-call set-up is not paid by every child
