@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from osep_nas import kernels
-from osep_nas.plan import OSepPlan, _pair, osep_plan, shuffle_permutation
+from osep_nas.plan import OSepPlan, _pair, osep_plan
+from osep_nas.shuffle import channel_shuffle, shuffle_permutation
 
 IMPLS = ("fast", "reference")
 #: grouped KxK convolutions with at most this many input channels per group run as
@@ -32,14 +33,6 @@ FOLD_MAX_GROUPS = 0
 #: convolution took about 4x longer forward+backward at 32x32 (benchmarks/RESULTS.md),
 #: while at 16x16 and below oneDNN was as fast or faster.
 MATMUL_MIN_PIXELS = 1024
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet channel shuffle of an NCHW tensor (see ``plan.shuffle_permutation``)."""
-    if groups == 1:
-        return x
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 class OSepConv2d(nn.Module):

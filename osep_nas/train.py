@@ -48,24 +48,25 @@ import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint, load_model_state,
                                  restore_rng_state, save_checkpoint)
 from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
 from osep_nas.data import build_loaders, derive_seed
+from osep_nas.evaluation import evaluate, pct, split_output, unwrap
 from osep_nas.genotypes.resolve import resolve_genotype
-from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_bytes
+from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text
+from osep_nas.lr_schedule import LRSchedule
 from osep_nas.outlock import hold_out_dir
+from osep_nas.run_folder import check_out_dir, config_diff, read_metrics, trim_metrics
+from osep_nas.train_env import Dist, determinism, progress_bar, seed_all, setup_distributed
 
 __all__ = ["train", "build_model", "resolve_genotype", "LRSchedule", "evaluate", "DEFAULT_NUM_CLASSES"]
 
@@ -125,253 +126,6 @@ def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping
     return create_model(m.name, **kw)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _split_output(out: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Logits and auxiliary logits from a model output (tensor or (logits, aux))."""
-    if isinstance(out, (tuple, list)):
-        if not out or not isinstance(out[0], torch.Tensor):
-            raise ValueError("the model returned a sequence whose first item is not the logits tensor")
-        aux = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None
-        return out[0], aux
-    if not isinstance(out, torch.Tensor):
-        raise ValueError(f"the model returned a {type(out).__name__}; expected logits or (logits, logits_aux)")
-    return out, None
-
-
-# ----------------------------------------------------------------------------- schedule
-
-class LRSchedule:
-    """Learning rate as a function of the fractional epoch ``t`` (epoch + step / steps).
-
-    * ``cosine``: lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2 with e = floor(t)
-      (per epoch, as DARTS);
-    * ``linear``: lr (1 - e / epochs), decayed after each epoch;
-    * ``step``: lr * gamma ** (number of milestones m with m * epochs <= t): milestones
-      are fractions of the run, so ``--set training.epochs=3`` shrinks the whole recipe
-      as it does for cosine and linear;
-    * ``exponential``: lr * gamma ** floor(t / step_epochs) (0.973 every 0.8 epoch).
-
-    Stateless: a resume only needs the epoch, so it is exact by construction."""
-
-    def __init__(self, optim_cfg: Any, epochs: int):
-        self.cfg, self.epochs = optim_cfg, int(epochs)
-
-    def lr_at(self, t: float) -> float:
-        c = self.cfg
-        e = math.floor(t + 1e-9)
-        if c.schedule == "cosine":
-            return c.lr_min + (c.lr - c.lr_min) * 0.5 * (1.0 + math.cos(math.pi * e / self.epochs))
-        if c.schedule == "linear":
-            return c.lr * max(0.0, 1.0 - e / self.epochs)
-        if c.schedule == "step":
-            return c.lr * c.gamma ** sum(1 for m in c.milestones if t + 1e-9 >= m * self.epochs)
-        if c.schedule == "exponential":
-            return c.lr * c.gamma ** math.floor(t / c.step_epochs + 1e-9)
-        raise ValueError(f"optim.schedule: unknown schedule {c.schedule!r}")
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"schedule": self.cfg.schedule, "epochs": self.epochs}
-
-
-# ----------------------------------------------------------------------------- environment
-
-class _Dist:
-    def __init__(self) -> None:
-        self.rank, self.world_size, self.local_rank = 0, 1, 0
-        self.enabled = False
-        self.owned = False
-
-    def all_sum(self, values: List[float], device: torch.device) -> List[float]:
-        if not self.enabled:
-            return values
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def gather(self, obj: Any) -> List[Any]:
-        if not self.enabled:
-            return [obj]
-        import torch.distributed as dist
-
-        out: List[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-
-def _setup_distributed(device_pref: str) -> Tuple[_Dist, torch.device]:
-    d = _Dist()
-    env = os.environ
-    cuda = torch.cuda.is_available() and device_pref != "cpu"
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise ValueError("training.device: cuda requested but no CUDA device is available")
-    if all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")) and int(env["WORLD_SIZE"]) > 1:
-        import torch.distributed as dist
-
-        d.rank, d.world_size, d.local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
-        d.enabled = True
-        if cuda:
-            torch.cuda.set_device(d.local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if cuda else "gloo")
-            d.owned = True
-        device = torch.device("cuda", d.local_rank) if cuda else torch.device("cpu")
-    else:
-        device = torch.device("cuda") if cuda else torch.device("cpu")
-    return d, device
-
-
-@contextlib.contextmanager
-def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms for the run; previous global settings restored after."""
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    want = prev[:2]
-    try:
-        if enabled:
-            if device.type == "cuda":
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-                want = (True, True)
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-            else:
-                want = (True, False)
-        elif device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        if want != prev[:2]:  # the call is slow the first time (it imports the compiler stack)
-            torch.use_deterministic_algorithms(want[0], warn_only=want[1])
-        yield
-    finally:
-        if want != prev[:2]:
-            torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    """Refuse an OUT we cannot or should not write, without creating anything."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"training.out: {out} exists and is not a folder")
-    if out.exists():
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise ValueError(f"training.out: output folder not writable: {out}")
-        # a run is resumable only once its first last.pt is written; a folder killed before
-        # that (config.yaml, a metrics line, no checkpoint) is started over
-        if not resume and (out / "last.pt").exists():
-            raise ValueError(f"training.out: {out} already holds a training run; pass --resume to continue it "
-                             f"or choose another --out")
-        return
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"training.out: {parent} is not a folder, cannot create {out}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"training.out: cannot create {out}: {parent} is not writable")
-
-
-#: the largest metrics.jsonl a resumed run reads back (one ~300-byte line per epoch)
-MAX_METRICS_BYTES = 64 << 20
-
-
-def _read_metrics(path: Path) -> str:
-    """metrics.jsonl through the bounded reader (torn bytes replaced, not fatal)."""
-    return read_user_bytes(path, MAX_METRICS_BYTES, "metrics log").decode("utf-8", errors="replace")
-
-
-def _trim_metrics(path: Path, epochs_done: int) -> None:
-    """Keep the metrics lines of the epochs a checkpoint holds (drop later and torn lines)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in _read_metrics(path).splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] <= epochs_done:
-            kept.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k != "extra":
-            keys += _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
-class _NullBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, s: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NullBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------- loops
-
-def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    return (top == y[:, None]).any(dim=1).sum()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: Union[str, torch.device] = "cpu", amp: bool = False,
-             channels_last: bool = False) -> Dict[str, float]:
-    """Sums over this rank's shard: {"loss_sum", "top1", "top5", "n"} (counts, not rates)."""
-    device = torch.device(device)
-    was = model.training
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    c1 = torch.zeros((), dtype=torch.int64, device=device)
-    c5 = torch.zeros((), dtype=torch.int64, device=device)
-    n = 0
-    try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                logits, _ = _split_output(model(x))
-            logits = logits.float()
-            loss += F.cross_entropy(logits, y, reduction="sum").double()
-            c1 += _topk_correct(logits, y, 1)
-            c5 += _topk_correct(logits, y, 5)
-            n += len(y)
-    finally:
-        model.train(was)
-    return {"loss_sum": float(loss), "top1": float(c1), "top5": float(c5), "n": float(n)}
-
-
-def _pct(a: float, n: float) -> Optional[float]:
-    return round(100.0 * a / n, 4) if n else None
-
-
 # ----------------------------------------------------------------------------- train
 
 def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
@@ -393,13 +147,13 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
     out = Path(tc.out).expanduser()
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"stop_after must be >= 0, got {stop_after}")
-    dist_ctx, device = _setup_distributed(tc.device)
+    dist_ctx, device = setup_distributed(tc.device)
     try:
         with contextlib.ExitStack() as stack:
             if dist_ctx.rank == 0:  # one writer per OUT: a second train/study/search on it is refused
-                _check_out(out, resume=True)  # a file, not writable: its own message; then the lock
+                check_out_dir(out, resume=True)  # a file, not writable: its own message; then the lock
                 stack.enter_context(hold_out_dir(out))  # before "already holds a run": a live owner is named
-            stack.enter_context(_determinism(tc.deterministic, device))
+            stack.enter_context(determinism(tc.deterministic, device))
             return _train(cfg, model_builder, out, dist_ctx, device, stop_after, progress, t0)
     finally:
         if dist_ctx.owned:
@@ -408,7 +162,7 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: _Dist, device: torch.device,
+def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: Dist, device: torch.device,
            stop_after: Optional[int], progress: Optional[bool], t0: float) -> Dict[str, Any]:
     tc, oc = cfg.training, cfg.optim
     rank0 = dctx.rank == 0
@@ -419,7 +173,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     channels_last = bool(tc.channels_last and cuda)
 
     # ---- validate everything before OUT is touched
-    _check_out(out, tc.resume)
+    check_out_dir(out, tc.resume)
     ckpt = None
     last_path = out / "last.pt"
     if tc.resume and not last_path.exists():
@@ -435,7 +189,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
             raise ValueError(f"{last_path}: bad epoch {done!r}")
         if done > tc.epochs:
             raise ValueError(f"training.epochs: {tc.epochs}, but {last_path} already holds {done} epochs")
-    _seed_all(tc.seed)
+    seed_all(tc.seed)
     train_loader, test_loader, info = build_loaders(cfg, device=device, rank=dctx.rank, world_size=dctx.world_size)
     n_data = int(info["num_classes"])
     if cfg.model.num_classes and cfg.model.num_classes < n_data:
@@ -474,7 +228,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
         best_epoch = int(ckpt.get("best_epoch", 0))
         old_cfg = ckpt.get("config")
         if isinstance(old_cfg, dict):
-            changed = [k for k in _config_diff(old_cfg, config_to_dict(cfg))
+            changed = [k for k in config_diff(old_cfg, config_to_dict(cfg))
                        if k not in ("training.epochs", "training.resume", "training.out", "training.log_every",
                                     "training.log_steps", "training.tensorboard", "data.root", "data.workers")]
             if changed and rank0:
@@ -487,14 +241,14 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
 
             model = convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[dctx.local_rank] if cuda else None)
-    raw = _unwrap(model)
+    raw = unwrap(model)
     # RNG: restored from the checkpoint, else one stream per rank
     if ckpt is not None:
         states = ckpt.get("rng_per_rank")
         rng = states[dctx.rank] if isinstance(states, list) and len(states) == dctx.world_size else ckpt["rng"]
         restore_rng_state(rng)
     elif dctx.world_size > 1:
-        _seed_all(derive_seed(tc.seed, dctx.rank, 0xD0))
+        seed_all(derive_seed(tc.seed, dctx.rank, 0xD0))
 
     # ---- from here on OUT is written (rank 0)
     if rank0:
@@ -503,8 +257,8 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
         except OSError as exc:
             raise ValueError(f"training.out: cannot create {out}: {exc.strerror or exc}") from None
         atomic_write_text(out / "config.yaml", config_to_yaml(cfg))
-        _trim_metrics(out / "metrics.jsonl", start_epoch)  # a fresh start drops a killed run's lines
-        _trim_metrics(out / "steps.jsonl", start_epoch)
+        trim_metrics(out / "metrics.jsonl", start_epoch)  # a fresh start drops a killed run's lines
+        trim_metrics(out / "steps.jsonl", start_epoch)
     writer = None
     if rank0 and cfg.training.tensorboard:
         try:
@@ -563,7 +317,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
             writer.close()
     epochs_done = end_epoch
     if last_record is None and rank0 and (out / "metrics.jsonl").exists():
-        lines = _read_metrics(out / "metrics.jsonl").splitlines()
+        lines = read_metrics(out / "metrics.jsonl").splitlines()
         last_record = json.loads(lines[-1]) if lines else None
     summary = {
         "out": str(out), "epochs": tc.epochs, "epochs_done": epochs_done, "completed": epochs_done >= tc.epochs,
@@ -580,7 +334,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
 
 def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
                schedule: LRSchedule, criterion: nn.Module, train_loader: Any, test_loader: Any,
-               device: torch.device, dctx: _Dist, epoch: int, use_amp: bool, channels_last: bool,
+               device: torch.device, dctx: Dist, epoch: int, use_amp: bool, channels_last: bool,
                show: bool, step_log: Optional[Path] = None) -> Dict[str, Any]:
     tc, oc = cfg.training, cfg.optim
     # drop path ramps linearly from 0 to model.drop_path_prob over training, set per step
@@ -598,7 +352,7 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
     seen = 0
     data_time = 0.0
     first_lr = None
-    bar = _bar(steps, f"epoch {epoch + 1}/{tc.epochs}", show)
+    bar = progress_bar(steps, f"epoch {epoch + 1}/{tc.epochs}", show)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -623,7 +377,7 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits, aux = _split_output(model(x))
+                logits, aux = split_output(model(x))
                 loss_main = criterion(logits, y)
                 loss = loss_main
                 if aux is not None:  # always in the graph so DDP sees every parameter used
@@ -658,17 +412,17 @@ def _run_epoch(cfg: Config, model: nn.Module, raw: nn.Module, optimizer: torch.o
     train_time = time.perf_counter() - start
     tl, tcorr, tn, dtime, ttime = dctx.all_sum([float(loss_sum), float(correct), float(seen), data_time, train_time],
                                               device)
-    ev = evaluate(_unwrap(model), test_loader, device, amp=use_amp, channels_last=channels_last)
+    ev = evaluate(unwrap(model), test_loader, device, amp=use_amp, channels_last=channels_last)
     el, e1, e5, en = dctx.all_sum([ev["loss_sum"], ev["top1"], ev["top5"], ev["n"]], device)
     epoch_time = time.perf_counter() - start
     ws = dctx.world_size
     return {
         "epoch": epoch + 1,
         "train_loss": round(tl / tn, 6) if tn else None,
-        "train_top1": _pct(tcorr, tn),
+        "train_top1": pct(tcorr, tn),
         "test_loss": round(el / en, 6) if en else None,
-        "test_top1": _pct(e1, en),
-        "test_top5": _pct(e5, en),
+        "test_top1": pct(e1, en),
+        "test_top5": pct(e5, en),
         "lr": first_lr if first_lr is not None else schedule.lr_at(epoch),
         "images_per_s": round(tn / (ttime / ws), 2) if ttime > 0 else None,
         "data_time_share": round(dtime / ttime, 4) if ttime > 0 else None,

@@ -28,6 +28,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from osep_nas.shuffle import channel_shuffle
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("narrow_conv.cpp")
@@ -179,7 +181,5 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         return y
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     if shuffle > 1:
-        from osep_nas.conv import channel_shuffle  # conv imports this module
-
         y = channel_shuffle(y, groups)
     return y
