@@ -51,6 +51,7 @@ from osep_nas.genotypes import (CELL_TYPES, Genotype, arch_to_genotype, genotype
                                 validate_genotype)
 from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 from search_spaces.presets import PRESETS, resolve_op_candidates  # noqa: F401  (re-exported)
+from search_spaces.profilers import register_flops, search_edge_flops, zero_cost_flops
 
 __all__ = [
     "PRESETS", "resolve_op_candidates", "OSepDartsSpace", "OSepDartsNet", "SearchEdge", "FixedEdge",
@@ -417,6 +418,5 @@ class OSepDartsSpace(_DartsSkeleton, ModelSpace):
 
 
 # NNI profiler formulas for the modules above (shape inference, #Params/FLOPs expressions).
-from search_spaces.profilers import register_formulas as _register_formulas  # noqa: E402
-
-_register_formulas()
+register_flops(AuxiliaryHead, zero_cost_flops)  # counted as zero, like osep_nas.count_params
+register_flops(SearchEdge, search_edge_flops)

@@ -3,8 +3,9 @@
 NNI's profilers (``NumParamsProfiler``, ``FlopsProfiler``, ``ExpectationProfilerPenalty``)
 run a symbolic shape inference over the space and sum per-module formulas into an
 expression of the choices.  They know ``torch.nn`` layers and NNI's choice modules
-only, so this module registers, once (:func:`register_formulas`, called when
-``search_spaces.darts_space`` is imported):
+only, so formulas are registered when the modules' owners are imported: this module
+registers those of ``osep_nas`` (:func:`register_formulas`, run at its import) and
+``search_spaces.darts_space`` registers its own two with :func:`register_flops`:
 
 * leaf modules with shape and FLOPs/params formulas: ``OSepConv2d`` (its channel
   shuffle is a reshape/transpose NNI cannot follow), ``osep_nas.ops.FactorizedReduce``
@@ -44,7 +45,7 @@ from nni.nas.profiler.pytorch.utils.shape_formula import (_shape_inference_formu
 from osep_nas.conv import OSepConv2d
 from osep_nas.ops import FactorizedReduce, Identity, Zero
 
-__all__ = ["register_formulas", "InputIndex", "params_profiler", "flops_profiler", "paper_flops_profiler",
+__all__ = ["register_formulas", "register_flops", "zero_cost_flops", "search_edge_flops", "InputIndex", "params_profiler", "flops_profiler", "paper_flops_profiler",
            "arch_probs", "expected_params"]
 
 _REGISTERED = False
@@ -143,7 +144,7 @@ def _zero_shape(module: Zero, input: ShapeTensor) -> MutableShape:
     return MutableShape(*shape[:-2], (shape[-2] - 1) // s + 1, (shape[-1] - 1) // s + 1)
 
 
-def _free(module: nn.Module, input: tuple, output: Any) -> FlopsResult:
+def zero_cost_flops(module: nn.Module, input: tuple, output: Any) -> FlopsResult:
     """Pooling, identity, zero: no parameters, no multiply-adds (the paper's convention)."""
     return FlopsResult(0, 0)
 
@@ -156,7 +157,7 @@ def _switch(choice: Categorical, values: Dict[str, Any]) -> Any:
     return MutableExpression.switch_case(choice, values)
 
 
-def _edge_flops(module: nn.Module, input: tuple, output: Any, name: str,
+def search_edge_flops(module: nn.Module, input: tuple, output: Any, name: str,
                 shapes: Dict[str, Any], config: FlopsParamsCounterConfig) -> FlopsResult:
     """Params/FLOPs of a ``SearchEdge`` as an expression of its op (and input) choice."""
     def per_op(attr: str) -> Dict[str, FlopsResult]:
@@ -186,18 +187,20 @@ def _leaf(cls: type) -> None:
         profiler_leaf_module(cls)
 
 
+def register_flops(cls: type, formula: Any) -> None:
+    """Register ``formula`` as the FLOPs/params formula of ``cls`` with NNI (idempotent)."""
+    from nni.nas.profiler.pytorch.flops import _flops_formula
+
+    if _flops_formula.get(cls) is not formula:
+        register_flops_formula(cls, formula)
+
+
 def register_formulas() -> None:
-    """Register the shape and FLOPs/params formulas above with NNI (idempotent)."""
+    """Register the shape and FLOPs/params formulas of the osep_nas modules with NNI (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
-    from nni.nas.profiler.pytorch.flops import _flops_formula
-
-    from search_spaces.darts_space import AuxiliaryHead, SearchEdge
-
-    def flops(cls: type, formula: Any) -> None:
-        if _flops_formula.get(cls) is not formula:
-            register_flops_formula(cls, formula)
+    flops = register_flops
 
     def shape(cls: type, formula: Any) -> None:
         if _shape_inference_formulas.get(cls) is not formula:
@@ -206,15 +209,17 @@ def register_formulas() -> None:
     for cls, shape_formula, flops_formula in (
         (OSepConv2d, _osep_shape, _osep_flops),
         (FactorizedReduce, _fr_shape, _fr_flops),
-        (Zero, _zero_shape, _free),
+        (Zero, _zero_shape, zero_cost_flops),
     ):
         _leaf(cls)
         shape(cls, shape_formula)
         flops(cls, flops_formula)
-    for cls in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, Identity, AuxiliaryHead):
-        flops(cls, _free)
-    flops(SearchEdge, _edge_flops)
+    for cls in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, Identity):
+        flops(cls, zero_cost_flops)
     _REGISTERED = True
+
+
+register_formulas()
 
 
 # -- convenience constructors ---------------------------------------------------------------------
@@ -226,13 +231,11 @@ def _dummy(space: nn.Module, batch_size: int) -> torch.Tensor:
 
 def params_profiler(space: nn.Module, dummy_input: Optional[torch.Tensor] = None) -> NumParamsProfiler:
     """NNI's ``NumParamsProfiler`` on ``space`` (build it before a one-shot strategy mutates the space)."""
-    register_formulas()
     return NumParamsProfiler(space, dummy_input if dummy_input is not None else _dummy(space, 1))
 
 
 def flops_profiler(space: nn.Module, dummy_input: Optional[torch.Tensor] = None, **config: Any) -> FlopsProfiler:
     """NNI's ``FlopsProfiler`` on ``space`` with NNI's counting config (``count_bias`` ...)."""
-    register_formulas()
     return FlopsProfiler(space, dummy_input if dummy_input is not None else _dummy(space, 1), **config)
 
 

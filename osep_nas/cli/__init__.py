@@ -21,20 +21,6 @@ from typing import Dict, List, Optional, Sequence
 
 EXIT_USAGE = 2
 
-# Fallback when the package metadata is not installed (running from a source tree).
-_BUILTIN_COMMANDS: Dict[str, str] = {
-    "plan": "osep_nas.cli.plan_cmd",
-    "profile": "osep_nas.cli.profile_cmd",
-    "eval": "osep_nas.cli.eval_cmd",
-    "train": "osep_nas.cli.train_cmd",
-    "study": "osep_nas.cli.study_cmd",
-    "space": "search_spaces.cli_space",
-    "search": "strategies.cli_search",
-    "export": "strategies.cli_export",
-    "trial": "strategies.cli_trial",
-}
-
-
 class UsageError(ValueError):
     """Bad input from the user; the CLI prints its message as one line and exits 2."""
 
@@ -110,12 +96,34 @@ def _refuse_special_inputs(argv: Sequence[str]) -> None:
 
 
 def _command_table() -> Dict[str, str]:
-    table = dict(_BUILTIN_COMMANDS)
+    """name -> module of every subcommand.  setup.cfg's ``osep_nas.commands`` group is the
+    one table: read from the installed metadata, completed from the setup.cfg of a source
+    tree (a checkout that was never installed, or commands added since the install)."""
     try:
-        for ep in metadata.entry_points(group="osep_nas.commands"):
-            table[ep.name] = ep.value
-    except Exception:  # metadata missing or broken: keep the built-in table
-        pass
+        table = {ep.name: ep.value for ep in metadata.entry_points(group="osep_nas.commands")}
+    except Exception:  # metadata missing or broken: the source tree's setup.cfg alone
+        table = {}
+    for name, module in _source_tree_commands().items():
+        table.setdefault(name, module)
+    return table
+
+
+def _source_tree_commands() -> Dict[str, str]:
+    """The ``osep_nas.commands`` entry points of the setup.cfg beside the packages, if any."""
+    import configparser
+    from pathlib import Path
+
+    setup_cfg = Path(__file__).resolve().parents[2] / "setup.cfg"
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(setup_cfg, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}
+    table = {}
+    for line in parser.get("options.entry_points", "osep_nas.commands", fallback="").splitlines():
+        name, sep, module = line.partition("=")
+        if sep and name.strip():
+            table[name.strip()] = module.strip()
     return table
 
 
