@@ -19,7 +19,6 @@ seeds, and ends with the same front as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from osep_nas.config import config_to_dict, config_to_yaml
 from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict
-from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_user_text
+from osep_nas.io import append_jsonl, atomic_write_json, atomic_write_text
 from osep_nas.outlock import hold_out_dir, out_entries
 
 from .cores import CoreSettings
@@ -37,8 +36,9 @@ from .fidelity import final_records, promotions, rung_steps
 from .pareto import as_objectives
 from .proxy import (ProxySetup, Trainer, TrialContext, prepare_proxy, proxy_train, torch_env,  # noqa: F401
                     trial_seed)
-from .search_config import (RESUMABLE_CHANGES, ProxySection, SearchConfig, SearchSection,  # noqa: F401
+from .search_config import (ProxySection, SearchConfig, SearchSection,  # noqa: F401
                             OutputSection, SpaceSection, TargetSection, check_search_config, load_search_config)
+from .search_state import STATE_FORMAT, SearchState, check_out_dir, job_record, parse_genotype_text
 from .workers import TrialRunner, default_workers
 
 __all__ = [
@@ -47,9 +47,6 @@ __all__ = [
     "torch_env", "trial_record", "trial_seed", "STATE_FORMAT", "FRONT_COLUMNS",
 ]
 
-STATE_FORMAT = "osep-nas-search"
-STATE_VERSION = 2
-MAX_STATE_BYTES = 256 << 20  # a search of 100,000 jobs
 #: what each column of the printed front means (also in --help and docs/guide.md)
 FRONT_COLUMNS = (
     ("id", "trial number (its lines in trials.jsonl); * marks the knee, the best trade-off"),
@@ -100,163 +97,6 @@ class SearchResult:
         from osep_nas.genotypes import parse_genotype
 
         return parse_genotype(self.knee["genotype"]) if self.knee else None
-
-
-# ----------------------------------------------------------------------------- output folder and state
-
-def _comparable(cfg_dict: Any) -> Dict[str, Any]:
-    """The config keys a resume must not change, flattened (``sec.key``); a malformed saved
-    config flattens to something that simply differs."""
-    flat: Dict[str, Any] = {}
-    for sec, values in (cfg_dict.items() if isinstance(cfg_dict, Mapping) else []):
-        if not isinstance(values, Mapping):
-            flat[str(sec)] = values
-            continue
-        for key, value in values.items():
-            if f"{sec}.{key}" not in RESUMABLE_CHANGES and sec != "output":
-                flat[f"{sec}.{key}"] = value
-    return json.loads(json.dumps(flat, default=str))
-
-
-def _read_state(out: Path) -> Optional[Dict[str, Any]]:
-    path = out / "state.json"
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(read_user_text(path, MAX_STATE_BYTES, "search state"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable search state ({' '.join(str(exc).split())[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: not an osep-nas search state")
-    if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: search state version {str(state.get('version'))[:20]!r}, this osep-nas reads "
-                         f"{STATE_VERSION}")
-    return state
-
-
-def _unstarted(out: Path, cfg: SearchConfig) -> bool:
-    """OUT holds nothing but what this very search writes before its first state (its
-    config.yaml, atomic-write temp files): a search killed that early starts over."""
-    own = config_to_yaml(dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=str(out))))
-    for p in out_entries(out):
-        if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
-            continue
-        if p.name == "config.yaml" and p.is_file() and p.stat().st_size == len(own.encode()) and \
-                read_user_text(p, 1 << 20, "search config") == own:
-            continue
-        return False
-    return True
-
-
-def _check_out(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[str, Any]]:
-    """Decide whether OUT may be used; returns the saved state when resuming one."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder")
-    busy = out.is_dir() and bool(out_entries(out))
-    if not busy or (not (out / "state.json").exists() and _unstarted(out, cfg)):
-        for p in (out_entries(out) if busy else []):
-            p.unlink()
-        return None
-    try:
-        state = _read_state(out)
-    except ValueError:
-        state = None
-        if resume:
-            raise
-    same = state is not None and _comparable(state.get("config", {})) == _comparable(config_to_dict(cfg))
-    if not resume:
-        if same:
-            raise ValueError(f"output folder {out} already holds this search; add --resume to continue it, "
-                             f"or choose another --out")
-        what = "a different search" if state is not None else "other files"
-        raise ValueError(f"output folder {out} is not empty (it holds {what}); choose another --out")
-    if state is None:
-        raise ValueError(f"cannot resume: {out} holds no search (no state.json)")
-    if not same:
-        saved, now = _comparable(state.get("config", {})), _comparable(config_to_dict(cfg))
-        diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
-                if saved.get(k) != now.get(k)]
-        raise ValueError(f"cannot resume {out}: the config differs from the saved search ({'; '.join(diff[:4])}"
-                         f"{'; ...' if len(diff) > 4 else ''}); only {', '.join(RESUMABLE_CHANGES)} may change")
-    return state
-
-
-class _State:
-    """The search's resumable state: the core, finished job records, the round in flight."""
-
-    def __init__(self, out: Path, cfg: SearchConfig, core: TrialLog) -> None:
-        self.out, self.cfg, self.core = out, cfg, core
-        self.jobs: List[Dict[str, Any]] = []   # finished job records, in finishing order
-        self.round: List[Dict[str, Any]] = []  # planned jobs of the round in flight
-
-    def load(self, state: Mapping[str, Any]) -> None:
-        try:
-            self.core.load_state_dict(state["evolution"])
-            jobs = [dict(r) for r in state["jobs"]]
-            rnd = [dict(j) for j in state["round"]]
-            for j in rnd:
-                genotype_from_dict(j["genotype"])
-                _ints(j, "job", "trial", "rung", "steps", "seed")
-                j["origin"], j["parent"]  # noqa: B018 - presence
-            for r in jobs:
-                _ints(r, "job", "trial", "rung", "steps")
-                if r["status"] not in ("ok", "failed"):
-                    raise ValueError(f"job {r['job']}: status {str(r['status'])[:20]!r}")
-                if r["status"] == "ok":
-                    float(r["accuracy"]), _ints(r, "params", "flops")
-                _parse(r["genotype"])
-                r["origin"], r["parent"], r["reason"]  # noqa: B018 - presence
-            if len({r["job"] for r in jobs}) != len(jobs):
-                raise ValueError("a job is recorded twice")
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError, RecursionError) as exc:
-            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-            if isinstance(exc, KeyError):
-                detail = f"missing {detail}"
-            raise ValueError(f"{self.out / 'state.json'}: malformed search state ({detail})") from None
-        self.jobs, self.round = jobs, rnd
-
-    def save(self) -> None:
-        atomic_write_json(self.out / "state.json", {
-            "format": STATE_FORMAT, "version": STATE_VERSION, "config": config_to_dict(self.cfg),
-            "evolution": self.core.state_dict(), "jobs": self.jobs, "round": self.round,
-        })
-
-    def rewrite_log(self) -> None:
-        text = "".join(json.dumps(r) + "\n" for r in sorted(self.jobs, key=lambda r: r["job"]))
-        atomic_write_text(self.out / "trials.jsonl", text)
-
-    def n_started(self) -> int:
-        return len(self.jobs) + sum(1 for j in self.round if not self.finished(j))
-
-    def finished(self, job: Mapping[str, Any]) -> bool:
-        return any(r["job"] == job["job"] for r in self.jobs)
-
-
-def _ints(rec: Mapping[str, Any], *keys: str) -> None:
-    """Each of ``keys`` holds an integer (bools and floats refused)."""
-    for key in keys:
-        value = rec[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} {str(value)[:20]!r} is not an integer")
-
-
-def _job_record(job: Mapping[str, Any], cheap: Mapping[str, Any], metrics: Optional[Mapping[str, Any]],
-                reason: Optional[str]) -> Dict[str, Any]:
-    rec: Dict[str, Any] = {"trial": job["trial"], "job": job["job"], "rung": job["rung"], "steps": job["steps"],
-                           "status": "ok" if metrics is not None else "failed", "origin": job["origin"],
-                           "parent": job["parent"]}
-    m = dict(metrics or {})
-    rec["accuracy"] = m.pop("accuracy", None)
-    for key in ("params", "flops", "proxy_params", "proxy_flops"):
-        rec[key] = cheap.get(key)
-    rec["train_loss"] = m.pop("train_loss", None)
-    rec["train_s"] = m.pop("train_s", None)
-    for key, value in m.items():
-        if key not in rec and key not in ("params", "flops"):
-            rec[key] = value
-    rec["reason"] = reason
-    rec["genotype"] = repr(genotype_from_dict(job["genotype"]))
-    return rec
 
 
 # ----------------------------------------------------------------------------- progress
@@ -325,7 +165,7 @@ def _make_core(cfg: SearchConfig, setup: ProxySetup) -> TrialLog:
         setup.space, s.objectives)
 
 
-def _plan_round(st: _State, steps: List[int], exhausted: List[bool]) -> List[Dict[str, Any]]:
+def _plan_round(st: SearchState, steps: List[int], exhausted: List[bool]) -> List[Dict[str, Any]]:
     """The next round: promotions first (highest rung first), then new candidates."""
     s = st.cfg.search
     objectives = as_objectives(s.objectives)
@@ -336,7 +176,7 @@ def _plan_round(st: _State, steps: List[int], exhausted: List[bool]) -> List[Dic
         base = by_trial[trial]
         jobs.append({"job": next_job + len(jobs), "trial": trial, "rung": rung, "steps": steps[rung],
                      "seed": trial_seed(s.seed, trial, rung), "origin": "promotion", "parent": trial,
-                     "genotype": genotype_to_dict(_parse(base["genotype"]))})
+                     "genotype": genotype_to_dict(parse_genotype_text(base["genotype"]))})
     n_new = len(by_trial)
     while len(jobs) < s.round_size and n_new < s.trials and not exhausted[0]:
         try:
@@ -352,13 +192,7 @@ def _plan_round(st: _State, steps: List[int], exhausted: List[bool]) -> List[Dic
     return jobs
 
 
-def _parse(text: str) -> Genotype:
-    from osep_nas.genotypes import parse_genotype
-
-    return parse_genotype(text)
-
-
-def _tell_round(st: _State) -> None:
+def _tell_round(st: SearchState) -> None:
     """Tell the core the round's rung-0 results, in job order."""
     done = {r["job"]: r for r in st.jobs}
     for job in sorted(st.round, key=lambda j: j["job"]):
@@ -405,8 +239,8 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
                 trainer: Optional[Trainer], stop_after: Optional[int], report: bool, print_report: bool,
                 t0: float) -> SearchResult:
     core = _make_core(cfg, setup)
-    st = _State(out, cfg, core)
-    state = _check_out(out, cfg, resume)
+    st = SearchState(out, cfg, core)
+    state = check_out_dir(out, cfg, resume)
     if state is not None:
         st.load(state)
         for p in out_entries(out):  # temp files of writes a kill cut short (this process holds OUT)
@@ -459,7 +293,7 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
                     todo = todo[: max(0, stop_after - ran)]
                 for job, metrics, reason in runner.run(todo):
                     plain = next(j for j in st.round if j["job"] == job["job"])
-                    rec = _job_record(plain, setup.space.cheap_metrics(job["genotype"]), metrics, reason)
+                    rec = job_record(plain, setup.space.cheap_metrics(job["genotype"]), metrics, reason)
                     st.jobs.append(rec)
                     st.save()
                     append_jsonl(out / "trials.jsonl", rec)
