@@ -32,7 +32,6 @@ callbacks may then come from another thread, so the core is guarded by a lock) a
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from pathlib import Path
 from typing import Any, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -46,6 +45,7 @@ from nni.nas.strategy.base import Strategy, StrategyStatus
 from torch import nn
 
 from osep_nas.genotypes import Genotype, genotype_to_arch
+from osep_nas.genotypes.arch_labels import ARCH_LABEL
 
 from .cores import CoreSettings
 from .evolution import SearchExhausted, Trial, TrialLog
@@ -59,7 +59,6 @@ __all__ = ["ParetoEvolution", "ModelSpaceGenotypes", "proxy_evaluator", "metric_
 
 _logger = logging.getLogger(__name__)
 
-_LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")  # osep_nas.genotypes.arch_label's form
 
 
 def cell_choices(mutables: Mapping[str, Any]) -> Tuple[List[str], int]:
@@ -69,7 +68,7 @@ def cell_choices(mutables: Mapping[str, Any]) -> Tuple[List[str], int]:
     for label, mutable in mutables.items():
         if isinstance(mutable, MutableAnnotation):
             continue
-        m = _LABEL.match(str(label))
+        m = ARCH_LABEL.match(str(label))
         if m is None:
             raise ValueError(f"ParetoEvolution explores DARTS cell spaces (labels like 'normal/op_2_0'); "
                              f"this space has the choice {label!r}")

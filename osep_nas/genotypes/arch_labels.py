@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from osep_nas.genotypes.base import CELL_TYPES, MAX_NODES, Genotype, check_cell_type, is_int, short
 
-_LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")
+#: an arch label: groups (cell type, "op" | "input", state index i, edge k)
+ARCH_LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")
 
 
 def arch_label(cell_type: str, kind: str, node: int, k: int) -> str:
@@ -49,7 +50,7 @@ def read_arch(arch: Mapping[str, Any]) -> Genotype:
         key = str(key)
         if not key.startswith(("normal/", "reduce/")):
             continue
-        m = _LABEL.match(key)
+        m = ARCH_LABEL.match(key)
         if m is None:
             raise ValueError(f"arch key {key!r} is not a cell label like 'normal/op_2_0' or 'normal/input_2_0'")
         cell, kind, i, k = m.group(1), m.group(2), int(m.group(3)), int(m.group(4))
