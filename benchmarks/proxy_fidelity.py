@@ -53,7 +53,7 @@ HIFI: Dict[str, Any] = {
 
 
 def sample_cells(n: int, seed: int) -> List[Any]:
-    from strategies.genotype_space import GenotypeSpace
+    from search_spaces.genotype_space import GenotypeSpace
 
     space = GenotypeSpace("osep", num_nodes=4)
     rng = random.Random(seed)

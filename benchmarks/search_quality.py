@@ -28,7 +28,7 @@ hypervolume (moocore, :func:`strategies.pareto.hypervolume`) is taken against th
 point ``(1, 1)`` for every run, strategy and objective.
 
 Cost shortcut (surrogate objective, every strategy alike): the target network's #Params is
-computed exactly from the per-edge table of :class:`strategies.objectives.TargetParamsExpectation`
+computed exactly from the per-edge table of :class:`search_spaces.target.TargetParamsExpectation`
 (a DARTS network's #Params is a constant plus a sum over edges; checked against the real
 count at start-up) and its FLOPs are not counted (``count_flops`` of the 20-cell target costs
 most of the cost of a target count, and FLOPs are not an objective here); records carry
@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from osep_nas.genotypes import Genotype  # noqa: E402
-from strategies import objectives as _objectives  # noqa: E402
+from search_spaces import target as _objectives  # noqa: E402
 from strategies.fidelity import final_records  # noqa: E402
 from strategies.pareto import hypervolume  # noqa: E402
 
@@ -79,7 +79,7 @@ SECTION = "## Search quality: evolution vs random, Optuna NSGA-II and MOTPE (iss
 
 class FastParams:
     """Exact #Params of a target network from the per-(cell, stride, op) table of
-    :class:`~strategies.objectives.TargetParamsExpectation` (one-hot choices)."""
+    :class:`~search_spaces.target.TargetParamsExpectation` (one-hot choices)."""
 
     def __init__(self, target: Any, ops: Sequence[str], num_nodes: int) -> None:
         self.exp = _objectives.TargetParamsExpectation(target, ops, num_nodes)
@@ -434,8 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bad:
         raise SystemExit(f"error: unknown strategy {bad[0]!r}; known: {', '.join(STRATEGIES)}")
 
-    from strategies.genotype_space import resolve_op_candidates
-    from strategies.objectives import resolve_target
+    from search_spaces.genotype_space import resolve_op_candidates
+    from search_spaces.target import resolve_target
     from strategies.search import load_search_config
 
     cfg = load_search_config(run_config(args.objective, "evolution", 0, args.budget))
@@ -448,7 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.report_only:
         import random
 
-        from strategies.genotype_space import GenotypeSpace
+        from search_spaces.genotype_space import GenotypeSpace
 
         space = GenotypeSpace(ops, cfg.space.num_nodes)
         rng = random.Random(1)

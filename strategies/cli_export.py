@@ -281,7 +281,7 @@ def export(experiment: str, out: Union[str, Path, None] = None, objectives: Opti
 
 
 def _target_text(target: Any) -> Optional[str]:
-    from .objectives import resolve_target
+    from search_spaces.target import resolve_target
 
     try:
         return resolve_target(target).describe()
@@ -317,7 +317,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
     if args.target is not None:
-        from .objectives import resolve_target
+        from search_spaces.target import resolve_target
 
         resolve_target(args.target)  # a bad name: one line, before anything is read
     export(args.experiment, args.out, objectives, plots=not args.no_plots, target=args.target)

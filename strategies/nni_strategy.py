@@ -12,7 +12,7 @@ explores a DARTS cell space (the ``normal/op_{i}_{k}`` / ``normal/input_{i}_{k}`
 :class:`~search_spaces.darts_space.OSepDartsSpace`) for accuracy and #Params at once.
 
 * Candidates are genotypes of a :class:`ModelSpaceGenotypes` adapter, the
-  :class:`~strategies.genotype_space.GenotypeSpace` of ``osep-nas search`` with its ops and node
+  :class:`~search_spaces.genotype_space.GenotypeSpace` of ``osep-nas search`` with its ops and node
   count read from the NNI space, and its #Params/FLOPs (``cheap_metrics``) counted by the
   project's one counter on the very network a trial receives (the frozen model), *before*
   training. An architecture above ``max_params`` is therefore never submitted.
@@ -49,8 +49,8 @@ from osep_nas.genotypes.arch_labels import ARCH_LABEL
 
 from .cores import CoreSettings
 from .evolution import SearchExhausted, Trial, TrialLog
-from .genotype_space import GenotypeSpace
-from .objectives import Target, resolve_target
+from search_spaces.genotype_space import GenotypeSpace
+from search_spaces.target import Target, resolve_target
 from .pareto import Objective, as_objectives
 from .tuner import DEFAULT_OBJECTIVES, counting_threads, metric_record
 
@@ -95,7 +95,7 @@ class ModelSpaceGenotypes(GenotypeSpace):
     Candidates are genotypes (what ``osep-nas search`` evolves); ops and ``num_nodes`` come
     from the space's choices (``none`` left out unless ``exclude_none=False``), every edge
     picks its input freely as the NNI space does. :meth:`cheap_metrics` counts ``params`` and
-    ``flops`` on the ``target`` network (:mod:`strategies.objectives`, default the 36-channel
+    ``flops`` on the ``target`` network (:mod:`search_spaces.target`, default the 36-channel
     20-cell CIFAR-10 network) and ``proxy_params``/``proxy_flops`` on :meth:`build`, the
     network a trial gets (``space.freeze(arch).executable_model()``). ``input_size`` (C, H, W)
     for the proxy's FLOPs defaults to the network's ``in_channels`` and ``input_size``
@@ -138,7 +138,7 @@ class ParetoEvolution(Strategy):
             training).
         target: the network ``params``/``flops`` are counted on (a preset ``cifar10`` |
             ``imagenet``, a mapping of the search config's ``target`` keys, or a
-            :class:`~strategies.objectives.Target`); a trial's own ``params`` report does not
+            :class:`~search_spaces.target.Target`); a trial's own ``params`` report does not
             replace it (it is the trained network's, kept as ``proxy_params``).
         objectives: e.g. ``["accuracy:max", "params:min"]``; names are trial metrics (the
             default metric is called ``metric_name``) or cheap metrics (``params``, ``flops``).

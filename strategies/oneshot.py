@@ -6,9 +6,9 @@ same supernet, optimizers and Lightning loop) with one change in the architectur
     loss_arch = CE(val batch) + lam * E_alpha[#Params] / params_scale
 
 ``E_alpha[#Params]`` is the expected #Params of the TARGET network (the search's objective,
-:mod:`strategies.objectives`; default the 36-channel 20-cell CIFAR-10 network) under
+:mod:`search_spaces.target`; default the 36-channel 20-cell CIFAR-10 network) under
 :func:`search_spaces.profilers.arch_probs` of the supernet:
-:class:`~strategies.objectives.TargetParamsExpectation`, every candidate op counted by the
+:class:`~search_spaces.target.TargetParamsExpectation`, every candidate op counted by the
 project's one counter at the target's channels, exact for a one-hot choice and
 differentiable in the architecture weights (NNI's own ``penalty=`` reads ``export_probs()``
 floats, so it has no gradient). ``target=None`` penalises the searched network's own
@@ -131,7 +131,7 @@ class ExpectedParamsPenalty(ExpectationProfilerPenalty):
     def __init__(self, profiler: Any, lam: float, params_scale: float,
                  probs_fn: Callable[[], Dict[str, Dict[Any, torch.Tensor]]]) -> None:
         """``profiler``: an NNI expression profiler, or a callable ``probs -> E[#Params]``
-        (:class:`~strategies.objectives.TargetParamsExpectation`)."""
+        (:class:`~search_spaces.target.TargetParamsExpectation`)."""
         super().__init__(profiler, baseline=params_scale, scale=lam)
         self.lam = float(lam)
         self.params_scale = float(params_scale)
@@ -179,7 +179,7 @@ class ParamsPenalizedDarts(DARTS):
         max_skips, skip_cells, exclude_none: derivation, see :func:`derive_genotype`.
         params_scale: normaliser of the expected #Params (default: its value under uniform
             choices).
-        target: the network whose #Params are penalised (``strategies.objectives``: a preset
+        target: the network whose #Params are penalised (``search_spaces.target``: a preset
             ``cifar10`` (default) | ``imagenet``, a mapping of the target keys, a ``Target``), or
             ``None`` for the searched network itself.
         **darts_kwargs: NNI DARTS arguments (``arc_learning_rate``, ``gradient_clip_val``,
@@ -205,7 +205,7 @@ class ParamsPenalizedDarts(DARTS):
         self.skip_cells = tuple(skip_cells)
         self.exclude_none = bool(exclude_none)
         self.params_scale = params_scale
-        from .objectives import Target, resolve_target
+        from search_spaces.target import Target, resolve_target
 
         self.target = None if target is None else (target if isinstance(target, Target) else resolve_target(target))
         self.profiler: Any = None
@@ -226,7 +226,7 @@ class ParamsPenalizedDarts(DARTS):
                 self.profiler = params_profiler(space)
             else:
                 from .nni_strategy import cell_choices
-                from .objectives import TargetParamsExpectation
+                from search_spaces.target import TargetParamsExpectation
 
                 ops, num_nodes = cell_choices(space.simplify())
                 self.profiler = TargetParamsExpectation(self.target, ops, num_nodes)

@@ -14,7 +14,7 @@ over its predecessors ``0..i-1``. With ``distinct_inputs`` the second edge of a 
 the ``i-1`` predecessors its sibling does not read (its value is that rank).
 
 A proposal that repeats a candidate already asked, told or refused (same
-:meth:`~strategies.genotype_space.GenotypeSpace.key`) or whose ``cheap_metrics`` exceed
+:meth:`~search_spaces.genotype_space.GenotypeSpace.key`) or whose ``cheap_metrics`` exceed
 ``max_params`` is told to the study as FAIL (samplers ignore failed trials) and counted in
 ``n_duplicates`` / ``n_rejected``; the core then asks the study again, up to ``max_attempts``
 times, before raising :class:`~strategies.evolution.SearchExhausted`.
@@ -37,7 +37,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 from osep_nas.genotypes import Genotype
 
 from .evolution import SearchExhausted, Trial, TrialLog, _Pending, _plain
-from .genotype_space import CELLS, GenotypeSpace
+from search_spaces.genotype_space import CELLS, GenotypeSpace
 from .pareto import Objective, ObjectiveSpec, as_objectives
 
 __all__ = ["OptunaCore", "SAMPLERS", "genotype_distributions", "genotype_to_params", "params_to_genotype"]

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from osep_nas.genotypes import Genotype
 
-from .genotype_space import GenotypeSpace
-from .objectives import resolve_target
+from search_spaces.genotype_space import GenotypeSpace
+from search_spaces.target import resolve_target
 from .search_config import ProxySection, SearchConfig
 
 __all__ = ["TrialContext", "Trainer", "ProxySetup", "trial_seed", "proxy_train", "prepare_proxy", "torch_env"]

@@ -1,12 +1,12 @@
 """The in-process multi-objective search: ``osep-nas search`` and :func:`run_search`.
 
 Rounds of jobs: the strategy's ask/tell core (:class:`strategies.cores.CoreSettings`) proposes genotypes of a
-:class:`~strategies.genotype_space.GenotypeSpace`; each trains at rung 0 of the proxy
+:class:`~search_spaces.genotype_space.GenotypeSpace`; each trains at rung 0 of the proxy
 protocol (:mod:`strategies.proxy`: validation accuracy, never the test split) and the best
 1/eta of each rung is promoted to eta x longer training (:mod:`strategies.fidelity`). Jobs
 of a round run on every core (:mod:`strategies.workers`) and are told in job order, so the
 result does not depend on the number of workers. Objectives: validation accuracy (max) and
-#Params of the TARGET network (min, :mod:`strategies.objectives`), counted before training,
+#Params of the TARGET network (min, :mod:`search_spaces.target`), counted before training,
 so ``max_params`` refuses an architecture untrained.
 
 Outputs in ``OUT`` (every file but the append-only log is written atomically):

@@ -11,8 +11,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from osep_nas.config import _f, load_config
 
-from .genotype_space import resolve_op_candidates
-from .objectives import DEFAULT_OBJECTIVES, METRICS, TargetSection, resolve_target
+from search_spaces.genotype_space import resolve_op_candidates
+from search_spaces.target import DEFAULT_OBJECTIVES, METRICS, TargetSection, resolve_target
 from .pareto import as_objectives
 
 __all__ = ["SearchConfig", "SearchSection", "SpaceSection", "ProxySection", "TargetSection", "OutputSection",

@@ -5,7 +5,7 @@ The same strategies as ``osep-nas search`` and :class:`~strategies.nni_strategy.
 :class:`strategies.cores.CoreSettings`), over the HPO-format search space that
 ``osep-nas space`` writes (one ``choice`` per edge op and edge input, labels
 ``normal/op_2_0`` ...). Candidates are genotypes of a
-:class:`~strategies.genotype_space.GenotypeSpace` whose proxy network (``init_channels``,
+:class:`~search_spaces.genotype_space.GenotypeSpace` whose proxy network (``init_channels``,
 ``layers``, ``image_size``, ``num_classes``) should match the one the trial command trains
 (``osep-nas trial``, the ``proxy`` section of its config): its #Params decide the
 ``max_params`` budget before a trial is launched, and are replaced by the trial's own count
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # heavy modules are imported lazily: NNI's manager gives the 
     from osep_nas.genotypes import Genotype
 
     from .evolution import TrialLog
-    from .genotype_space import GenotypeSpace
+    from search_spaces.genotype_space import GenotypeSpace
 
 __all__ = ["ParetoTuner", "ParetoTunerClassArgsValidator", "space_ops", "metric_record", "counting_threads",
            "DEFAULT_OBJECTIVES", "STATE_FILE"]
@@ -122,7 +122,7 @@ class ParetoTuner(Tuner):
             :class:`~strategies.evolution.ParetoEvolutionCore` (defaults: those of ``osep-nas
             search``; ``max_params`` bounds the #Params of the TARGET network, counted before a
             trial is launched; ``sample_size`` is the evolution's only).
-        target: the network ``params``/``flops`` are counted on (``strategies.objectives``): a
+        target: the network ``params``/``flops`` are counted on (``search_spaces.target``): a
             preset (``cifar10``, the default, or ``imagenet``) or a mapping of the ``target``
             section's keys (``model``, ``init_channels``, ``layers``, ``num_classes``,
             ``image_size``); keep it equal to the ``target`` section of the trial's config.
@@ -143,7 +143,7 @@ class ParetoTuner(Tuner):
                  max_attempts: int = 500, target: Any = None, strategy: Optional[str] = None) -> None:
         super().__init__()
         from .cores import CoreSettings
-        from .objectives import resolve_target
+        from search_spaces.target import resolve_target
         from .pareto import as_objectives
 
         self.settings = CoreSettings.of(strategy, population_size, sample_size, seed, max_params)
@@ -166,7 +166,7 @@ class ParetoTuner(Tuner):
 
     @property
     def proxy(self) -> Dict[str, Any]:
-        """The proxy network's arguments of :class:`~strategies.genotype_space.GenotypeSpace`;
+        """The proxy network's arguments of :class:`~search_spaces.genotype_space.GenotypeSpace`;
         unset classArgs take the trial's defaults (``osep-nas trial`` without ``--config``)."""
         from .search_config import ProxySection
 
@@ -184,7 +184,7 @@ class ParetoTuner(Tuner):
             return  # e.g. the initial space again after load_checkpoint
         if self.core is not None and self.core.history:
             raise ValueError("ParetoTuner cannot change the search space once trials have finished")
-        from .genotype_space import GenotypeSpace
+        from search_spaces.genotype_space import GenotypeSpace
 
         ops, num_nodes = space_ops(search_space)
         self.space = GenotypeSpace(ops, num_nodes, exclude_none=self.exclude_none, distinct_inputs=False,

@@ -105,7 +105,7 @@ def test_example_config_and_meta_are_valid():
     args = canon.tuner.class_args
     assert (trial_cfg.proxy.init_channels, trial_cfg.proxy.layers, trial_cfg.proxy.image_size) == \
         (args["init_channels"], args["layers"], args["image_size"])
-    from strategies.objectives import resolve_target
+    from search_spaces.target import resolve_target
 
     assert resolve_target(trial_cfg.target) == resolve_target(args["target"])  # params counted alike
     assert "examples/nni/trial.yaml" in canon.trial_command
@@ -140,7 +140,7 @@ def test_read_experiment_and_export(tmp_path, capsys):
         assert (out / name).is_file(), name
     # the float-metric trial got its params/flops counted on the tuner's target network (classArgs target, default cifar10)
     rec4 = [json.loads(l) for l in (out / "trials.jsonl").read_text().splitlines()][4]
-    from strategies.genotype_space import GenotypeSpace
+    from search_spaces.genotype_space import GenotypeSpace
 
     proxy = GenotypeSpace("osep", 4, init_channels=2, layers=3, input_size=(3, 8, 8))
     assert rec4["params"] == proxy.cheap_metrics(genotypes[4])["params"] and rec4["accuracy"] == 70.0

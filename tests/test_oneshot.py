@@ -86,8 +86,8 @@ def test_target_expectation_is_exact_for_one_hot_choices_and_differentiable():
     from osep_nas import count_params
     from osep_nas.genotypes import genotype_to_arch
     from osep_nas.networks import NetworkCIFAR
-    from strategies.genotype_space import GenotypeSpace
-    from strategies.objectives import TargetParamsExpectation, resolve_target
+    from search_spaces.genotype_space import GenotypeSpace
+    from search_spaces.target import TargetParamsExpectation, resolve_target
     from search_spaces.profilers import arch_probs
 
     space = GenotypeSpace(OPS, num_nodes=4)  # 'none' left out of the genotypes, kept in the supernet

@@ -13,7 +13,7 @@ import pytest
 
 from osep_nas.genotypes import Genotype
 from strategies.evolution import SearchExhausted
-from strategies.genotype_space import GenotypeSpace
+from search_spaces.genotype_space import GenotypeSpace
 from strategies.optuna_core import OptunaCore, genotype_distributions, genotype_to_params, params_to_genotype
 from strategies.search import run_search
 

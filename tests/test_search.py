@@ -22,8 +22,8 @@ from osep_nas.cli import main
 from osep_nas.genotypes import DARTS_V2, O_DARTS, Genotype, parse_genotype, validate_genotype
 from osep_nas.networks import NetworkCIFAR, NetworkImageNet, check_genotype
 from strategies.fidelity import final_records, promotions, rung_steps
-from strategies.genotype_space import GenotypeSpace, edge_differences, resolve_op_candidates
-from strategies.objectives import resolve_target
+from search_spaces.genotype_space import GenotypeSpace, edge_differences, resolve_op_candidates
+from search_spaces.target import resolve_target
 from strategies.pareto import pareto_front
 from strategies.report import load_trials, pareto_of, write_report
 from strategies.search import load_search_config, proxy_train, run_search

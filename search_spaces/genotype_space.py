@@ -14,7 +14,7 @@ The adapter implements the evolution's protocol: :meth:`~GenotypeSpace.random_sa
 :meth:`~GenotypeSpace.key` (the two edges of a node are unordered, since their outputs are
 summed, so equivalent genotypes share a key), :meth:`~GenotypeSpace.encode` /
 :meth:`~GenotypeSpace.decode` (JSON) and :meth:`~GenotypeSpace.cheap_metrics`: #Params and
-FLOPs of the TARGET network (:mod:`strategies.objectives`, default the 36-channel 20-cell
+FLOPs of the TARGET network (:mod:`search_spaces.target`, default the 36-channel 20-cell
 CIFAR-10 network), with the proxy network's own counts as diagnostics, all from the
 project's one counter and cached per key. The NNI strategy and the nnictl tuner reuse it.
 """
@@ -27,9 +27,10 @@ from torch import nn
 
 from osep_nas import count_flops, count_params
 from osep_nas.genotypes import Genotype, genotype_from_dict, genotype_to_dict, validate_genotype
-from .objectives import Target, resolve_target
-from search_spaces.presets import PRESETS
-from search_spaces.presets import resolve_op_candidates as _resolve_preset
+
+from .target import Target, resolve_target
+from .presets import PRESETS
+from .presets import resolve_op_candidates as _resolve_preset
 
 __all__ = ["PRESETS", "resolve_op_candidates", "GenotypeSpace", "edge_differences"]
 
@@ -54,7 +55,7 @@ def resolve_op_candidates(spec: Union[str, Sequence[str]], exclude_none: bool = 
 class GenotypeSpace:
     """DARTS cell genotypes over ``ops`` with ``num_nodes`` nodes per cell (see the module
     docstring). ``init_channels``, ``layers``, ``num_classes`` and ``input_size`` describe the
-    proxy network that :meth:`build` makes; ``target`` (a :class:`~strategies.objectives.Target`,
+    proxy network that :meth:`build` makes; ``target`` (a :class:`~search_spaces.target.Target`,
     a preset name or ``None`` for the CIFAR-10 network) the network :meth:`cheap_metrics` counts."""
 
     def __init__(self, ops: Union[str, Sequence[str]] = "osep", num_nodes: int = 4, exclude_none: bool = True,

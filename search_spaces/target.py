@@ -22,7 +22,8 @@ from osep_nas import count_flops, count_params
 from osep_nas.config import _f
 from osep_nas.genotypes import Genotype
 
-__all__ = ["TargetSection", "Target", "TargetParamsExpectation", "resolve_target", "TARGET_PRESETS", "METRICS", "DEFAULT_OBJECTIVES"]
+__all__ = ["TargetSection", "Target", "TargetParamsExpectation", "resolve_target", "TARGET_PRESETS", "METRICS",
+           "DEFAULT_OBJECTIVES"]
 
 #: preset name -> create_model name (a DARTS evaluation network taking ``genotype=``)
 TARGET_PRESETS = {"cifar10": "darts_cifar", "imagenet": "darts_imagenet"}
