@@ -5,11 +5,11 @@ run a symbolic shape inference over the space and sum per-module formulas into a
 expression of the choices.  They know ``torch.nn`` layers and NNI's choice modules
 only, so formulas are registered when the modules' owners are imported: this module
 registers those of ``osep_nas`` (:func:`register_formulas`, run at its import) and
-``search_spaces.darts_space`` registers its own two with :func:`register_flops`:
+``search_spaces.darts_space`` registers its ``SearchEdge`` with :func:`register_flops`:
 
 * leaf modules with shape and FLOPs/params formulas: ``OSepConv2d`` (its channel
   shuffle is a reshape/transpose NNI cannot follow), ``osep_nas.ops.FactorizedReduce``
-  (offset slice and pad), ``osep_nas.ops.Zero`` (``x * 0.``);
+  (offset slice and pad), ``osep_nas.ops.Zero`` (``x * 0.``), the auxiliary head's ``AuxPool``;
 * zero-cost formulas for pooling and identity modules (no "not counted" warnings);
 * ``AuxiliaryHead``: counted as zero, like ``osep_nas.count_params`` (the paper excludes it);
 * ``SearchEdge``: params/FLOPs as an expression of its op choice and, in reduction
@@ -43,6 +43,7 @@ from nni.nas.profiler.pytorch.utils.shape_formula import (_shape_inference_formu
                                                            register_shape_inference_formula)
 
 from osep_nas.conv import OSepConv2d
+from osep_nas.networks.darts import AuxiliaryHead, AuxPool
 from osep_nas.ops import FactorizedReduce, Identity, Zero
 
 __all__ = ["register_formulas", "register_flops", "zero_cost_flops", "search_edge_flops", "InputIndex", "params_profiler", "flops_profiler", "paper_flops_profiler",
@@ -144,6 +145,11 @@ def _zero_shape(module: Zero, input: ShapeTensor) -> MutableShape:
     return MutableShape(*shape[:-2], (shape[-2] - 1) // s + 1, (shape[-1] - 1) // s + 1)
 
 
+def _aux_pool_shape(module: AuxPool, input: ShapeTensor) -> MutableShape:
+    shape = list(input.real_shape)  # type: ignore[arg-type]
+    return MutableShape(*shape[:-2], 2, 2)
+
+
 def zero_cost_flops(module: nn.Module, input: tuple, output: Any) -> FlopsResult:
     """Pooling, identity, zero: no parameters, no multiply-adds (the paper's convention)."""
     return FlopsResult(0, 0)
@@ -210,11 +216,13 @@ def register_formulas() -> None:
         (OSepConv2d, _osep_shape, _osep_flops),
         (FactorizedReduce, _fr_shape, _fr_flops),
         (Zero, _zero_shape, zero_cost_flops),
+        (AuxPool, _aux_pool_shape, zero_cost_flops),
     ):
         _leaf(cls)
         shape(cls, shape_formula)
         flops(cls, flops_formula)
-    for cls in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, Identity):
+    # the auxiliary head counts as zero, like osep_nas.count_params (the paper excludes it)
+    for cls in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, Identity, AuxiliaryHead):
         flops(cls, zero_cost_flops)
     _REGISTERED = True
 

@@ -67,6 +67,29 @@ def test_auxiliary_head_sees_8x8_on_cifar(small_cifar):
     assert seen[0][-2:] == (8, 8)
 
 
+@pytest.mark.parametrize("size, stride", [(8, 3), (7, 2)])
+def test_auxiliary_pool_is_darts_pool_at_its_sizes(size, stride):
+    from osep_nas.networks.darts import AuxPool
+
+    x = torch.randn(2, 4, size, size)
+    assert torch.equal(AuxPool()(x), nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False)(x))
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 11, 16])
+def test_auxiliary_pool_is_adaptive_elsewhere(size):
+    from osep_nas.networks.darts import AuxPool
+
+    x = torch.randn(2, 4, size, size)
+    assert torch.equal(AuxPool()(x), nn.AdaptiveAvgPool2d(2)(x))
+
+
+def test_one_auxiliary_head_for_both_networks(small_cifar):
+    from osep_nas.networks.darts import AuxiliaryHead
+
+    imagenet = NetworkImageNet(8, 5, 6, True, DARTS_V2)
+    assert type(small_cifar.auxiliary_head) is type(imagenet.auxiliary_head) is AuxiliaryHead
+
+
 def test_imagenet_network_stems_and_shapes():
     torch.manual_seed(0)
     net = NetworkImageNet(8, 1000, 5, True, DARTS_V2)

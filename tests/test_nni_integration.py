@@ -14,6 +14,7 @@ from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.evaluator.pytorch import Classification, DataLoader
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Random, RandomOneShot, RegularizedEvolution
+from tests.nni_trials import TRAINED, one_sgd_step
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -26,7 +27,7 @@ def digits(digits_8px):
 
 
 def _space():
-    return OSepDartsSpace(width=8, num_cells=3, num_nodes=4, input_size=8)
+    return OSepDartsSpace(init_channels=8, layers=3, num_nodes=4, input_size=8)
 
 
 def _config(tmp_path, model_format):
@@ -89,22 +90,10 @@ def test_enas(digits, tmp_path):
     _one_shot(ENAS(), digits, tmp_path, trains_alphas=False)
 
 
-_TRAINED = []
-
-
 def _train_one_step(model, x, y):
-    """Multi-trial evaluator: one SGD step on 32 digits, accuracy on the next 32."""
-    _TRAINED.append((type(model), count_params(model), model.genotype))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    loss = torch.nn.functional.cross_entropy(model(x[:32]), y[:32])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(x[32:64]).argmax(1) == y[32:64]).float().mean().item()
-    nni.report_final_result(acc)
+    """Multi-trial evaluator: one SGD step on 32 digits, accuracy (a fraction) on the next 32."""
+    acc, _ = one_sgd_step(model, x, y)
+    nni.report_final_result(acc / 100.0)
 
 
 @pytest.mark.parametrize("strategy,model_format", [
@@ -113,7 +102,7 @@ def _train_one_step(model, x, y):
 ])
 def test_multi_trial_in_process(strategy, model_format, digits, tmp_path):
     x, y = digits
-    _TRAINED.clear()
+    TRAINED.clear()
     space = _space()
     config = _config(tmp_path, model_format)
     config.max_trial_number = 3
@@ -123,11 +112,11 @@ def test_multi_trial_in_process(strategy, model_format, digits, tmp_path):
         models = exp.export_top_models(top_k=3)
     finally:
         exp.stop()
-    assert len(_TRAINED) == 3
-    assert all(t is OSepDartsNet for t, _, _ in _TRAINED)  # trials get plain fixed networks
+    assert len(TRAINED) == 3
+    assert all(t is OSepDartsNet for t, _, _ in TRAINED)  # trials get plain fixed networks
     assert len(models) == 3
     metrics = [m.metric for m in models]
     assert all(0.0 <= m <= 1.0 for m in metrics) and metrics == sorted(metrics, reverse=True)
     for m in models:
         g = _check_arch(space, m.sample)
-        assert g in [t[2] for t in _TRAINED]
+        assert g in [t[2] for t in TRAINED]

@@ -18,6 +18,7 @@ import nni
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.space import SimplifiedModelSpace
+from tests.nni_trials import TRAINED, one_sgd_step
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -33,25 +34,13 @@ SMALL_TARGET = {"model": "cifar10", "init_channels": 8, "layers": 5}
 
 
 def _space():
-    return OSepDartsSpace(width=8, num_cells=3, num_nodes=4, input_size=8)
-
-
-_TRAINED = []
+    return OSepDartsSpace(init_channels=8, layers=3, num_nodes=4, input_size=8)
 
 
 def _train_one_step(model, x, y):
     """One SGD step on 32 digits, accuracy (%) on the next 32, reported as a dict metric."""
-    _TRAINED.append((type(model), count_params(model), model.genotype))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    loss = torch.nn.functional.cross_entropy(model(x[:32]), y[:32])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = 100.0 * (model(x[32:64]).argmax(1) == y[32:64]).float().mean().item()
-    nni.report_final_result({"default": acc, "train_loss": loss.item()})
+    acc, loss = one_sgd_step(model, x, y)
+    nni.report_final_result({"default": acc, "train_loss": loss})
 
 
 def test_metric_record():
@@ -95,7 +84,7 @@ def test_pareto_evolution_in_process(which, digits, tmp_path):
     sizes = [probe.cheap_metrics(probe.random_sample(rng))["params"] for _ in range(12)]
     budget = float(np.median(sizes))
 
-    _TRAINED.clear()
+    TRAINED.clear()
     config = NasExperimentConfig("sequential", "simplified")
     config.experiment_working_directory = str(tmp_path)
     config.max_trial_number = 5
@@ -110,13 +99,13 @@ def test_pareto_evolution_in_process(which, digits, tmp_path):
 
     core = strategy.core
     assert type(core).__name__ == ("OptunaCore" if which == "nsga2" else "ParetoEvolutionCore")
-    assert len(_TRAINED) == 5 and len(core.history) == 5
-    assert all(t is OSepDartsNet for t, _, _ in _TRAINED)
+    assert len(TRAINED) == 5 and len(core.history) == 5
+    assert all(t is OSepDartsNet for t, _, _ in TRAINED)
     # over-budget architectures (target #Params) were refused before training, never evaluated
-    assert all(probe.cheap_metrics(g)["params"] <= budget for _, _, g in _TRAINED)
+    assert all(probe.cheap_metrics(g)["params"] <= budget for _, _, g in TRAINED)
     assert core.n_rejected > 0
     # proxy_params is the count of the very network that was trained; params the target's
-    trained = {repr(g): p for _, p, g in _TRAINED}
+    trained = {repr(g): p for _, p, g in TRAINED}
     records = strategy.records()
     for rec in records:
         assert rec["status"] == "ok", rec

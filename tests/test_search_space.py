@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 @pytest.fixture(scope="module")
 def space():
-    return OSepDartsSpace(width=8, num_cells=4, num_nodes=4, input_size=8)
+    return OSepDartsSpace(init_channels=8, layers=4, num_nodes=4, input_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,9 @@ def test_freeze_gives_a_plain_network(space):
     assert type(net) is OSepDartsNet and _no_nni_modules(net)
     assert net.genotype == arch_to_genotype(arch)
     with model_context(arch):  # what NNI's multi-trial engines do
-        again = OSepDartsSpace(width=8, num_cells=4, num_nodes=4, input_size=8)
+        again = OSepDartsSpace(init_channels=8, layers=4, num_nodes=4, input_size=8)
     assert type(again) is OSepDartsNet and count_params(again) == count_params(net)
-    direct = OSepDartsNet(net.genotype, width=8, num_cells=4, input_size=8)
+    direct = OSepDartsNet(net.genotype, init_channels=8, layers=4, input_size=8)
     assert count_params(direct) == count_params(net)
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
@@ -84,21 +84,21 @@ def test_freeze_gives_a_plain_network(space):
 
 
 def test_fixed_network_channels_and_published_genotypes():
-    net = OSepDartsNet(O_DARTS, width=16, num_cells=8, input_size=32)
+    net = OSepDartsNet(O_DARTS, init_channels=16, layers=8, input_size=32)
     assert [c.reduction for c in net.cells] == [False, False, True, False, False, True, False, False]
     assert net.classifier.in_features == 4 * 64
     assert net.stem[0].out_channels == 48
     assert any(isinstance(m, OSepBlock) for m in net.modules())
-    d = OSepDartsNet(DARTS_V2, width=16, num_cells=8)
+    d = OSepDartsNet(DARTS_V2, init_channels=16, layers=8)
     assert count_params(net) < count_params(d)  # osep cells are lighter than dsep cells
 
 
 def test_auxiliary_head_and_drop_path():
-    net = OSepDartsNet(O_DARTS, width=8, num_cells=3, input_size=8, auxiliary=True, drop_path_prob=0.2)
+    net = OSepDartsNet(O_DARTS, init_channels=8, layers=3, input_size=8, auxiliary=True, drop_path_prob=0.2)
     net.train()
     logits, aux = net(torch.randn(2, 3, 8, 8))
     assert logits.shape == aux.shape == (2, 10)
-    assert count_params(net) == count_params(OSepDartsNet(O_DARTS, width=8, num_cells=3))  # head excluded
+    assert count_params(net) == count_params(OSepDartsNet(O_DARTS, init_channels=8, layers=3))  # head excluded
     net.eval()
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     net.set_drop_path_prob(0.0)
@@ -107,13 +107,22 @@ def test_auxiliary_head_and_drop_path():
         net.set_drop_path_prob(1.0)
 
 
+def test_deprecated_size_keywords_still_work():
+    with pytest.warns(DeprecationWarning, match="width= is deprecated; use init_channels="):
+        old = OSepDartsSpace(width=8, num_cells=3, input_size=8)
+    assert (old.config["init_channels"], old.config["layers"]) == (8, 3)
+    with pytest.warns(DeprecationWarning, match="num_cells= is deprecated; use layers="):
+        net = OSepDartsNet(O_DARTS, width=8, num_cells=3, input_size=8)
+    assert count_params(net) == count_params(OSepDartsNet(O_DARTS, init_channels=8, layers=3, input_size=8))
+
+
 def test_space_argument_errors(space):
     with pytest.raises(ValueError, match="unknown op preset 'dsep'"):
         OSepDartsSpace("dsep")
     with pytest.raises(ValueError, match="unknown op 'conv_9x9'"):
         OSepDartsSpace(["osep_3x3", "conv_9x9"])
-    with pytest.raises(ValueError, match="width must be a positive integer"):
-        OSepDartsSpace(width=0)
+    with pytest.raises(ValueError, match="init_channels must be a positive integer"):
+        OSepDartsSpace(init_channels=0)
     with pytest.raises(ValueError, match="unknown op keyword"):
         OSepDartsSpace(gama=2.0)
     darts_arch = genotype_to_arch(DARTS_V2)
@@ -124,10 +133,10 @@ def test_space_argument_errors(space):
 
 
 def test_presets_build_and_osep_keywords():
-    sp = OSepDartsSpace("darts+osep", width=8, num_cells=3, input_size=8, rounding="paper", gamma=2.0)
+    sp = OSepDartsSpace("darts+osep", init_channels=8, layers=3, input_size=8, rounding="paper", gamma=2.0)
     arch = genotype_to_arch(O_DARTS)
     assert count_params(sp.freeze(arch)) == count_params(
-        OSepDartsNet(O_DARTS, width=8, num_cells=3, rounding="paper", gamma=2.0))
+        OSepDartsNet(O_DARTS, init_channels=8, layers=3, rounding="paper", gamma=2.0))
     assert sp.freeze(genotype_to_arch(DARTS_V2))(torch.randn(1, 3, 8, 8)).shape == (1, 10)
 
 
@@ -155,7 +164,7 @@ def test_reduce_skip_connect_params_depend_on_input(space, profilers):
 
 
 def test_profilers_other_space_settings():
-    sp = OSepDartsSpace("darts+osep", width=6, num_cells=3, num_nodes=2, input_size=9, auxiliary=True,
+    sp = OSepDartsSpace("darts+osep", init_channels=6, layers=3, num_nodes=2, input_size=9, auxiliary=True,
                         rounding="paper")
     pp, fp = params_profiler(sp), paper_flops_profiler(sp)
     for seed in range(4):
@@ -183,7 +192,7 @@ def test_expected_params_penalty(space, profilers):
     loss, details = penalty(torch.tensor(1.0), onehot)
     assert details["penalty"] == pytest.approx(exact) and float(loss) == pytest.approx(1.0)
 
-    supernet = DARTS().mutate_model(OSepDartsSpace(width=8, num_cells=4, num_nodes=4, input_size=8))
+    supernet = DARTS().mutate_model(OSepDartsSpace(init_channels=8, layers=4, num_nodes=4, input_size=8))
     probs = arch_probs(supernet)
     assert set(probs) == set(space.simplify())
     value = expected_params(pp, probs)

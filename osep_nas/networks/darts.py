@@ -1,36 +1,31 @@
-"""The DARTS evaluation networks (Liu et al. 2019), built from the one op registry.
+"""The DARTS networks (Liu et al. 2019): the one genotype -> network builder.
 
 ``NetworkCIFAR`` and ``NetworkImageNet`` stack cells described by a
-:class:`~osep_nas.genotypes.Genotype`; every edge is ``OPS[name](C, stride, True,
-**osep_kw)``, so any genotype over registered ops works (DARTS' ``sep_conv_3x3`` as
-well as ``osep_3x3`` or an op added with ``register_op``), and one set of plan
-keywords (``rounding``, ``gamma``, ``n_convs``, ``channel_policy``) reaches every
-osep op.
+:class:`~osep_nas.genotypes.Genotype`; every edge is ``OPS[name](C, stride, True, **osep_kw)``,
+so any registered op works and one set of plan keywords (``rounding``, ``gamma``,
+``n_convs``, ``channel_policy``) reaches every osep op.  :class:`DartsSkeleton` (stem
+hook, cells, reduction placement, auxiliary head, classifier, forward) is also the
+skeleton of ``search_spaces.darts_space.OSepDartsSpace``, which only swaps the cells'
+fixed edges for search edges.
 
-Forward convention (both networks): the output is the ``logits`` tensor, except in
-training mode with ``auxiliary=True``, where it is the pair ``(logits, logits_aux)``.
-
-Drop path: during training every non-identity edge output is zeroed per sample
-with probability ``model.drop_path_prob`` (the trainer sets it each epoch) and the
-survivors are scaled by 1 / (1 - p).
-
-The auxiliary head is the attribute ``auxiliary_head``, which the project's counter
-excludes from #Params and FLOPs as the paper does.  It sits after cell
-``2 * layers // 3`` (a reduction cell), where the features are 8x8 on 32x32 CIFAR
-images and 7x7 on 224x224 ImageNet images.
+Forward: the logits; in training mode with the auxiliary head, ``(logits, logits_aux)``.
+The head is the attribute ``auxiliary_head``, which the project's counter excludes from
+#Params and FLOPs as the paper does.  Module names follow the DARTS code, so its
+checkpoints load.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from osep_nas.genotypes.validation import check_genotype
 from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
-__all__ = ["Cell", "NetworkCIFAR", "NetworkImageNet", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet",
-           "drop_path", "check_genotype"]
+__all__ = ["Cell", "CellBase", "DartsSkeleton", "NetworkCIFAR", "NetworkImageNet", "AuxiliaryHead", "AuxPool",
+           "drop_path", "reduction_indices", "check_genotype"]
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -42,15 +37,21 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x * mask / keep
 
 
-class Cell(nn.Module):
-    """One DARTS cell: two preprocessed inputs, nodes summing two edges each, concatenation.
+def reduction_indices(layers: int) -> List[int]:
+    """Indices of the reduction cells: 1/3 and 2/3 of the depth (DARTS)."""
+    return sorted({layers // 3, 2 * layers // 3})
 
-    ``reduction_prev`` makes the first input a ``FactorizedReduce`` (it comes from
-    before the previous, reducing, cell and is twice as large).
+
+# -- cells ------------------------------------------------------------------------------------
+class CellBase(nn.Module):
+    """Two preprocessed inputs, ``steps`` nodes summing two edges each, concat of ``concat``.
+
+    Subclasses create the edges and define :meth:`edge`.  ``reduction_prev`` makes the
+    first input a ``FactorizedReduce`` (it is twice as large as the second).
     """
 
-    def __init__(self, genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool, **osep_kw):
+    def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
+                 steps: int, concat: Sequence[int]):
         super().__init__()
         self.reduction = reduction
         if reduction_prev:
@@ -58,42 +59,68 @@ class Cell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        edges = genotype.reduce if reduction else genotype.normal
-        concat = genotype.reduce_concat if reduction else genotype.normal_concat
-        self._steps = len(edges) // 2
+        self._steps = steps
         self._concat = [int(k) for k in concat]
         self.multiplier = len(self._concat)
-        self._indices = [int(i) for _, i in edges]
-        self._ops = nn.ModuleList()
-        for name, index in edges:
-            stride = 2 if reduction and index < 2 else 1
-            self._ops.append(OPS[name](C, stride, True, **osep_kw))
+
+    def edge(self, e: int, states: List[torch.Tensor], drop_prob: float) -> torch.Tensor:
+        """The output of edge ``e`` (edges ``2n`` and ``2n + 1`` feed node ``n``)."""
+        raise NotImplementedError
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in range(self._steps):
-            total = None
-            for e in (2 * node, 2 * node + 1):
-                op = self._ops[e]
-                h = op(states[self._indices[e]])
-                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
-                total = h if total is None else total + h
-            states.append(total)
+            states.append(self.edge(2 * node, states, drop_prob) + self.edge(2 * node + 1, states, drop_prob))
         return torch.cat([states[k] for k in self._concat], dim=1)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """DARTS' auxiliary classifier on the 8x8 features (32x32 input): pool 5/3, 1x1, 2x2, linear."""
+class Cell(CellBase):
+    """One fixed DARTS cell of ``genotype``; drop path on every non-identity edge."""
+
+    def __init__(self, genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                 reduction_prev: bool, **osep_kw):
+        edges = genotype.reduce if reduction else genotype.normal
+        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        super().__init__(C_prev_prev, C_prev, C, reduction, reduction_prev, len(edges) // 2, concat)
+        self._indices = [int(i) for _, i in edges]
+        self._ops = nn.ModuleList(OPS[name](C, 2 if reduction and index < 2 else 1, True, **osep_kw)
+                                  for name, index in edges)
+
+    def edge(self, e: int, states: List[torch.Tensor], drop_prob: float) -> torch.Tensor:
+        op = self._ops[e]
+        h = op(states[self._indices[e]])
+        if self.training and drop_prob > 0.0 and not isinstance(op, (Identity, nn.Identity)):
+            h = drop_path(h, drop_prob)
+        return h
+
+
+# -- the auxiliary head -------------------------------------------------------------------------
+class AuxPool(nn.Module):
+    """Average pooling to 2x2, for any feature size.
+
+    Two 5x5 windows per axis, anchored at the borders, where they cover the map (6 to 10
+    pixels): DARTS' pools (stride 3 on CIFAR's 8x8, stride 2 on ImageNet's 7x7);
+    adaptive average pooling elsewhere.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h == w and 6 <= h <= 10:
+            return F.avg_pool2d(x, 5, stride=h - 5, padding=0, count_include_pad=False)
+        return F.adaptive_avg_pool2d(x, 2)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS' auxiliary classifier for any input size: ReLU, pool to 2x2, 1x1 conv to 128,
+    BN, ReLU, 2x2 conv to 768, BN, ReLU, linear (DARTS' layer indices, so its weights load)."""
 
     def __init__(self, C: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),  # its input is a cell output the next cells still read
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            AuxPool(),
             nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),  # a no-op at 32x32 (already 1x1); keeps other sizes working
         )
         self.classifier = nn.Linear(768, num_classes)
 
@@ -101,111 +128,127 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-class AuxiliaryHeadImageNet(nn.Module):
-    """DARTS' ImageNet auxiliary classifier (7x7 features at 224): pool 5/2, 1x1, 2x2, linear."""
-
-    def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),  # its input is a cell output the next cells still read
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
-            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
+# -- the skeleton -----------------------------------------------------------------------------
 def _positive(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-class _DartsNetwork(nn.Module):
-    """Shared cell stacking, auxiliary head and forward of the two DARTS networks."""
+def check_sizes(init_channels, layers, num_classes) -> None:
+    """ValueError unless the sizes are positive integers and ``layers`` is at least 3."""
+    _positive(init_channels, "init_channels")
+    _positive(num_classes, "num_classes")
+    _positive(layers, "layers")
+    if layers < 3:
+        raise ValueError(f"layers must be at least 3 (two reduction cells and a normal one), got {layers}")
 
+
+#: ``make_cell(C_prev_prev, C_prev, C, reduction, reduction_prev) -> CellBase``
+CellFactory = Callable[[int, int, int, bool, bool], CellBase]
+
+
+class DartsSkeleton:
+    """Cells, reduction placement, auxiliary head, classifier and forward of a DARTS network.
+
+    Mixed into ``nn.Module`` subclasses (the networks here and NNI's ``ModelSpace`` in
+    ``search_spaces``), which build their stem, then call :meth:`_build_skeleton`.
+    """
+
+    cells: nn.ModuleList
+    auxiliary_head: Optional[nn.Module]
+    drop_path_prob: float
     default_input_size: Tuple[int, int, int] = (3, 32, 32)
 
-    def _build_cells(self, genotype, C_pp: int, C_p: int, C_curr: int, layers: int, reduction_prev: bool,
-                     osep_kw: dict) -> Tuple[int, int]:
-        """Append the cells; return the channels of the last cell and of the auxiliary cell."""
-        self.cells = nn.ModuleList()
+    def _build_skeleton(self, C_stem: int, init_channels: int, layers: int, num_classes: int, auxiliary: bool,
+                        reduction_prev: bool, make_cell: CellFactory) -> None:
+        self.init_channels, self.layers, self.num_classes = init_channels, layers, num_classes
         self._aux_index = 2 * layers // 3
-        C_aux = C_p
+        reductions = reduction_indices(layers)
+        self.cells = nn.ModuleList()
+        C_pp, C_p, C_curr, C_aux = C_stem, C_stem, init_channels, C_stem
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reductions
             if reduction:
                 C_curr *= 2
-            cell = Cell(genotype, C_pp, C_p, C_curr, reduction, reduction_prev, **osep_kw)
+            cell = make_cell(C_pp, C_p, C_curr, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr
             if i == self._aux_index:
                 C_aux = C_p
-        return C_p, C_aux
+        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    @property
+    def num_cells(self) -> int:
+        """Deprecated name of ``layers``."""
+        return self.layers
 
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def _auxiliary_logits(self, features: torch.Tensor) -> Optional[torch.Tensor]:
+        return self.auxiliary_head(features) if self.training else None  # type: ignore[misc]
+
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         s0, s1 = self._stem(x)
         logits_aux: Optional[torch.Tensor] = None
-        use_aux = self._auxiliary and self.training
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if use_aux and i == self._aux_index:
-                logits_aux = self.auxiliary_head(s1)
+            if i == self._aux_index and self.auxiliary_head is not None:
+                logits_aux = self._auxiliary_logits(s1)
         logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))
-        if use_aux:
+        if logits_aux is not None:
             return logits, logits_aux
         return logits
 
+    def set_drop_path_prob(self, drop_prob: float) -> None:
+        """Set the drop-path probability (DARTS raises it linearly over the epochs)."""
+        if not 0.0 <= float(drop_prob) < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
+        self.drop_path_prob = float(drop_prob)
 
-def _check_args(C: int, num_classes: int, layers: int, genotype) -> None:
-    _positive(C, "C (init_channels)")
-    _positive(num_classes, "num_classes")
-    _positive(layers, "layers")
-    if layers < 3:
-        raise ValueError(f"layers must be at least 3 (two reduction cells and a normal one), got {layers}")
-    check_genotype(genotype)
+    def dummy_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A zero batch of ``default_input_size``, on the model's device (for profilers)."""
+        param = next(self.parameters(), None)  # type: ignore[attr-defined]
+        device = param.device if param is not None else None
+        return torch.zeros(batch_size, *self.default_input_size, device=device)
 
 
-class NetworkCIFAR(_DartsNetwork):
-    """DARTS evaluation network for 32x32 images.
+def _fixed_cells(genotype, osep_kw: dict) -> CellFactory:
+    def make_cell(C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool) -> CellBase:
+        return Cell(genotype, C_pp, C_p, C, reduction, reduction_prev, **osep_kw)
+    return make_cell
+
+
+class NetworkCIFAR(DartsSkeleton, nn.Module):
+    """DARTS evaluation network for 32x32 images (any size works).
 
     Stem 3x3 convolution to 3C channels + BN; ``layers`` cells with reduction cells at
     ``layers // 3`` and ``2 * layers // 3`` (channels doubled there); global average
     pool and a linear classifier.  ``osep_kw`` goes to every op of every cell.
     """
 
-    default_input_size = (3, 32, 32)
-
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype,
-                 drop_path_prob: float = 0.0, **osep_kw):
-        super().__init__()
-        _check_args(C, num_classes, layers, genotype)
-        self.init_channels, self.num_cells = C, layers
-        self._auxiliary = bool(auxiliary)
-        self.drop_path_prob = float(drop_path_prob)
+                 drop_path_prob: float = 0.0, in_channels: int = 3, **osep_kw):
+        nn.Module.__init__(self)
+        check_sizes(C, layers, num_classes)
+        _positive(in_channels, "in_channels")
         self.genotype = genotype
-        C_curr = 3 * C
-        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_p, C_aux = self._build_cells(genotype, C_curr, C_curr, C, layers, False, osep_kw)
-        if self._auxiliary:
-            self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.drop_path_prob = float(drop_path_prob)
+        C_stem = 3 * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        self._build_skeleton(C_stem, C, layers, num_classes, auxiliary, False,
+                             _fixed_cells(check_genotype(genotype), osep_kw))
 
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         s = self.stem(x)
         return s, s
 
 
-class NetworkImageNet(_DartsNetwork):
+class NetworkImageNet(DartsSkeleton, nn.Module):
     """DARTS evaluation network for 224x224 images.
 
     stem0: 3x3 conv to C/2 (stride 2), BN, ReLU, 3x3 conv to C (stride 2), BN;
@@ -218,15 +261,13 @@ class NetworkImageNet(_DartsNetwork):
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype,
                  drop_path_prob: float = 0.0, **osep_kw):
-        super().__init__()
-        _check_args(C, num_classes, layers, genotype)
+        nn.Module.__init__(self)
+        check_sizes(C, layers, num_classes)
         if C % 2:
             raise ValueError(f"C (init_channels) must be even for the ImageNet network (its first cell "
                              f"halves the stem output with a FactorizedReduce), got {C}")
-        self.init_channels, self.num_cells = C, layers
-        self._auxiliary = bool(auxiliary)
-        self.drop_path_prob = float(drop_path_prob)
         self.genotype = genotype
+        self.drop_path_prob = float(drop_path_prob)
         self.stem0 = nn.Sequential(
             nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2), nn.ReLU(inplace=True),
             nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C),
@@ -234,11 +275,8 @@ class NetworkImageNet(_DartsNetwork):
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C),
         )
-        C_p, C_aux = self._build_cells(genotype, C, C, C, layers, True, osep_kw)
-        if self._auxiliary:
-            self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self._build_skeleton(C, C, layers, num_classes, auxiliary, True,
+                             _fixed_cells(check_genotype(genotype), osep_kw))
 
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         s0 = self.stem0(x)
