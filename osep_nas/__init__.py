@@ -5,8 +5,7 @@ The public names are loaded on first use (PEP 562), so ``import osep_nas.cli`` o
 in a fraction of a second."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from osep_nas.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -24,13 +23,7 @@ __all__ = ["OSepPlan", "ConvSpec", "osep_plan", "OSepConv2d", "count_params", "c
            "create_model", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'osep_nas' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__():

@@ -25,6 +25,8 @@ import importlib.util
 import sys
 from typing import Any
 
+from osep_nas.lazy import lazy_getattr
+
 _HUB_MODULE = "nni.nas.hub.pytorch.nasnet"
 
 _LAZY = {
@@ -48,11 +50,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 class _Loader(importlib.abc.Loader):

@@ -9,8 +9,7 @@ The public classes are attributes of this package, imported on first use so that
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from osep_nas.lazy import lazy_getattr
 
 _LAZY = {
     "ParetoEvolution": "strategies.nni_strategy",
@@ -21,8 +20,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'strategies' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -512,29 +512,36 @@ def _spread(n: int, want: int) -> List[int]:
     return sorted({1 + round(i * (n - 1) / (want - 1)) for i in range(want)})
 
 
+def _kill_anywhere(fork_server, tmp_path: Path, what: str, argv: List[str], resume_argv, check) -> None:
+    """Run ``argv`` once uninterrupted, then once per spread kill point (SIGKILL at that
+    event), resume each with ``resume_argv(out)`` and ``check(ref, out, event)``."""
+    t0 = time.time()
+    ref = tmp_path / "ref"
+    events = fork_server.run([*argv, "--out", str(ref)], ref)["events"]
+    points = _spread(len(events), int(os.environ.get("OSEP_NAS_KILL_POINTS", "22")))
+    for k in points:
+        out = tmp_path / f"k{k}"
+        res = fork_server.run([*argv, "--out", str(out)], out, kill_at=k)
+        assert res["killed"], f"kill point {k} ({events[k - 1]}) was never reached:\n{res['log']}"
+        if (out / "last.pt").exists():
+            assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2, 3)  # whole, whatever the moment
+        fork_server.run(resume_argv(out), out)
+        check(ref, out, f"kill point {k} ({events[k - 1]})")
+        assert not list(out.glob(".osep-nas.lock"))  # the resumed run took over and released the lock
+    hit = [events[k - 1] for k in points]
+    print(f"\nkill -9 anywhere ({what}): {len(points)} kill points of {len(events)} events, each resumed to the "
+          f"uninterrupted run, in {time.time() - t0:.0f} s: {'; '.join(hit)}")
+    assert len(points) >= 20
+
+
 @pytest.mark.slow
 def test_fault_kill_anywhere_train_resumes_to_the_uninterrupted_run(fork_server, tmp_path):
     """SIGKILL `osep-nas train` at EVERY event of its run (each rename before and after,
     each torn metrics line and lock write, each half-written checkpoint, mid-epoch steps),
     one fresh run per kill point; each then resumes (taking over the stale lock) and ends
     bit-identical to the uninterrupted run."""
-    t0 = time.time()
-    ref = tmp_path / "ref"
-    events = fork_server.run([*TRAIN_K, "--out", str(ref)], ref)["events"]
-    points = _spread(len(events), int(os.environ.get("OSEP_NAS_KILL_POINTS", "22")))
-    for k in points:
-        out = tmp_path / f"k{k}"
-        res = fork_server.run([*TRAIN_K, "--out", str(out)], out, kill_at=k)
-        assert res["killed"], f"kill point {k} ({events[k - 1]}) was never reached:\n{res['log']}"
-        if (out / "last.pt").exists():
-            assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2, 3)  # whole, whatever the moment
-        fork_server.run(_train_argv(out), out)
-        assert_same_training(ref, out)
-        assert not list(out.glob(".osep-nas.lock"))  # the resumed run took over and released the lock
-    hit = [events[k - 1] for k in points]
-    print(f"\nkill -9 anywhere (train): {len(points)} kill points of {len(events)} events, each resumed to the "
-          f"uninterrupted run, in {time.time() - t0:.0f} s: {'; '.join(hit)}")
-    assert len(points) >= 20
+    _kill_anywhere(fork_server, tmp_path, "train", TRAIN_K, _train_argv,
+                   lambda ref, out, _point: assert_same_training(ref, out))
 
 
 @pytest.mark.slow
@@ -542,23 +549,15 @@ def test_fault_kill_anywhere_search_resumes_to_the_uninterrupted_search(fork_ser
     """SIGKILL `osep-nas search` at 20+ spread events (config and state renames, torn
     trials.jsonl lines, report files), one fresh run per kill point; each then resumes (or,
     killed before its first state, starts over) and ends with the uninterrupted jobs and front."""
-    t0 = time.time()
-    ref = tmp_path / "ref"
-    events = fork_server.run([*SEARCH, "--out", str(ref)], ref)["events"]
-    points = _spread(len(events), int(os.environ.get("OSEP_NAS_KILL_POINTS", "22")))
-    for k in points:
-        out = tmp_path / f"k{k}"
-        res = fork_server.run([*SEARCH, "--out", str(out)], out, kill_at=k)
-        assert res["killed"], f"kill point {k} ({events[k - 1]}) was never reached:\n{res['log']}"
-        resume = ["--resume"] if (out / "state.json").exists() else []
-        fork_server.run([*SEARCH, "--out", str(out), *resume], out)
-        assert _records(out) == _records(ref), f"kill point {k} ({events[k - 1]})"
+    def resume(out: Path) -> List[str]:
+        return [*SEARCH, "--out", str(out), *(["--resume"] if (out / "state.json").exists() else [])]
+
+    def check(ref: Path, out: Path, point: str) -> None:
+        assert _records(out) == _records(ref), point
         assert (out / "pareto.yaml").read_text() == (ref / "pareto.yaml").read_text()
-        assert not list(out.glob(".osep-nas.lock")) and not list(out.glob(".*.tmp"))
-    hit = [events[k - 1] for k in points]
-    print(f"\nkill -9 anywhere (search): {len(points)} kill points of {len(events)} events, each resumed to the "
-          f"uninterrupted search, in {time.time() - t0:.0f} s: {'; '.join(hit)}")
-    assert len(points) >= 20
+        assert not list(out.glob(".*.tmp"))
+
+    _kill_anywhere(fork_server, tmp_path, "search", SEARCH, resume, check)
 
 
 STUDY_RECIPE = """\

@@ -39,23 +39,18 @@ def ratio(ours, name):
     return ours[0] / fig.params_m, ours[1] / fig.flops_g
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
-def test_resnet_table6_within_half_percent(resnets, depth):
-    p, f = ratio(resnets["", depth, "default"], f"resnet{depth}")
-    assert abs(p - 1) < 0.005 and abs(f - 1) < 0.005
+#: (model prefix, depths, relative tolerance on #Params and on FLOPs) against Table 6
+TABLE6_TOLERANCES = [
+    ("", DEPTHS, 0.005),          # the conventional ResNets: within half a percent
+    ("d_", DEPTHS, 0.10),         # d-ResNets: within 10 %
+    ("d_", (32, 56, 110), 0.001),  # conventional stem (FLOPs), BN after the depth-wise conv (#Params): 0.1 %
+]
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
-def test_d_resnet_table6_within_10_percent(resnets, depth):
-    p, f = ratio(resnets["d_", depth, "default"], f"d_resnet{depth}")
-    assert abs(p - 1) < 0.10 and abs(f - 1) < 0.10
-
-
-@pytest.mark.parametrize("depth", (32, 56, 110))
-def test_d_resnet_decisions_reproduce_table6_exactly(resnets, depth):
-    """Conventional stem (FLOPs) and BN after the depth-wise conv (#Params): 0.1 %."""
-    p, f = ratio(resnets["d_", depth, "default"], f"d_resnet{depth}")
-    assert abs(p - 1) < 0.001 and abs(f - 1) < 0.001
+@pytest.mark.parametrize("prefix,depth,tol", [(p, d, t) for p, depths, t in TABLE6_TOLERANCES for d in depths])
+def test_resnet_and_d_resnet_table6_within_tolerance(resnets, prefix, depth, tol):
+    p, f = ratio(resnets[prefix, depth, "default"], f"{prefix}resnet{depth}")
+    assert abs(p - 1) < tol and abs(f - 1) < tol
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
