@@ -401,9 +401,9 @@ INTRO = (
     "sample_size 3, round_size 4; NSGA-II's population is `search.population_size`). Hypervolume (moocore) "
     "of the (1 - accuracy/100, (params - P_LO)/(P_HI - P_LO)) front after every trial, reference point "
     "(1, 1) for every run; P_LO/P_HI are the exact least/greatest target #Params of the space. Mean ± sample "
-    "sd over seeds. The target's FLOPs are not counted in this benchmark (not an objective, and counting "
-    "them is most of the cost of a target count); its #Params comes from the exact per-edge table, checked "
-    "against the real count at start-up. Evolution and random share their first population_size proposals per "
+    "sd over seeds. Surrogate runs do not count the target's FLOPs (not an objective, and counting them is "
+    "most of the cost of a target count) and take its #Params from the exact per-edge table, checked "
+    "against the real count at start-up; proxy runs count both exactly (seconds beside a trial's training). Evolution and random share their first population_size proposals per "
     "seed (the same random stream), as do nsga2 and motpe (Optuna's seeded random start). Every figure below "
     "is printed by the script.")
 
