@@ -1,13 +1,13 @@
 """A timm-like model registry: ``create_model(name, **kw)``, ``list_models()``, ``register_model``.
 
 Every factory takes the same keyword names where they make sense: ``num_classes``,
-``width_mult``, ``gamma``, ``rounding`` (all models; ``gamma``/``rounding`` reach the
-osep convolutions and are ignored elsewhere), and for the DARTS networks also
-``init_channels``, ``layers``, ``auxiliary``, ``drop_path_prob``, ``genotype`` (and
-the other plan keywords ``n_convs``, ``channel_policy``).  The defaults are the
-paper's configurations (see ``osep_nas.reference``): o-ResNet width multipliers
-3.625/3.75/3.875/3.875, d-ResNet 2.72/2.75/2.75/2.75, DARTS V2 36 channels x 20
-cells (CIFAR) and 48 x 14 (ImageNet), o-DARTS 42 and 56 channels.
+``width_mult``, ``gamma``, ``rounding`` (all models); ``n_convs`` and ``channel_policy``
+on every model with osep convolutions (the four plan keywords reach them and are
+ignored elsewhere); for the DARTS networks also ``init_channels``, ``layers``,
+``auxiliary``, ``drop_path_prob``, ``genotype``.  The defaults are the paper's
+configurations (see ``osep_nas.reference``): o-ResNet width multipliers
+3.625/3.75/3.875/3.875, d-ResNet 2.72/2.75/2.75/2.75, and the DARTS sizes of
+:data:`DARTS_NETWORKS`, the one table of them.
 
 Every model comes back with ``model.default_input_size`` ((3, 32, 32) for CIFAR,
 (3, 224, 224) for ImageNet) and ``model.model_name``.  DARTS models default to
@@ -30,7 +30,7 @@ from torch import nn
 from osep_nas.genotypes.resolve import resolve_genotype
 
 __all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "normalize_name",
-           "resolve_genotype", "CIFAR_INPUT", "IMAGENET_INPUT"]
+           "resolve_genotype", "CIFAR_INPUT", "IMAGENET_INPUT", "DARTS_NETWORKS", "DartsRow", "darts_model_name"]
 
 CIFAR_INPUT: Tuple[int, int, int] = (3, 32, 32)
 IMAGENET_INPUT: Tuple[int, int, int] = (3, 224, 224)
@@ -132,11 +132,13 @@ def _register_resnet(prefix: str, depth: int) -> None:
     default_width = widths[depth] if widths else 1.0
 
     def factory(num_classes: int = 10, width_mult: float = default_width, gamma: float = 1.0,
-                rounding: str = "divisor", shortcut: str = "A", zero_init_residual: bool = True) -> nn.Module:
+                rounding: str = "divisor", shortcut: str = "A", zero_init_residual: bool = True, n_convs: Any = 2,
+                channel_policy: str = "normal") -> nn.Module:
         from osep_nas.networks.resnet import resnet_cifar
 
         return resnet_cifar(depth, conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma,
-                            rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual)
+                            rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual,
+                            n_convs=n_convs, channel_policy=channel_policy)
 
     factory.__doc__ = desc.format(d=depth) + (f", width_mult {default_width:g}" if widths else "") + "."
     register_model(f"{prefix}resnet{depth}", CIFAR_INPUT, "cifar10")(factory)
@@ -148,7 +150,36 @@ for _prefix in _RESNET_FAMILIES:
 
 
 # -- DARTS networks -------------------------------------------------------------------
-def _darts(imagenet: bool, genotype: Any, init_channels: int, layers: int, num_classes: int, width_mult: float,
+@dataclass(frozen=True)
+class DartsRow:
+    """A registered DARTS evaluation network: its cell and its size."""
+
+    genotype: Optional[str]  # a name in osep_nas.genotypes; None: the caller passes genotype=
+    imagenet: bool  # NetworkImageNet (224 px) rather than NetworkCIFAR (32 px)
+    init_channels: int
+    layers: int
+    description: str
+
+
+#: The one table of DARTS sizes (the paper's Tables 3 and 5): DARTS 36 ch x 20 cells on
+#: CIFAR-10 and 48 x 14 on ImageNet; o-DARTS 42 and 56 channels at the same depths.
+DARTS_NETWORKS: Dict[str, DartsRow] = {
+    "darts_v1_cifar": DartsRow("DARTS_V1", False, 36, 20, "DARTS V1 cell, CIFAR-10 evaluation network"),
+    "darts_v2_cifar": DartsRow("DARTS_V2", False, 36, 20, "DARTS V2 cell, CIFAR-10 evaluation network"),
+    "o_darts_cifar": DartsRow("O_DARTS", False, 42, 20, "o-DARTS (DARTS V2 with osep), CIFAR-10"),
+    "darts_v2_imagenet": DartsRow("DARTS_V2", True, 48, 14, "DARTS V2 cell, ImageNet evaluation network"),
+    "o_darts_imagenet": DartsRow("O_DARTS", True, 56, 14, "o-DARTS (DARTS V2 with osep), ImageNet"),
+    "darts_cifar": DartsRow(None, False, 36, 20, "Any genotype (genotype=...), CIFAR-10 network"),
+    "darts_imagenet": DartsRow(None, True, 48, 14, "Any genotype (genotype=...), ImageNet network"),
+}
+
+
+def darts_model_name(dataset: str) -> str:
+    """The registry name of the DARTS network of any genotype for ``dataset``'s image size."""
+    return "darts_imagenet" if dataset == "imagenet" else "darts_cifar"
+
+
+def _darts(row: DartsRow, genotype: Any, init_channels: int, layers: int, num_classes: int, width_mult: float,
            auxiliary: bool, drop_path_prob: float, osep_kw: Dict[str, Any]) -> nn.Module:
     from osep_nas.networks.darts import NetworkCIFAR, NetworkImageNet
     from osep_nas.networks.resnet import scale_channels
@@ -156,33 +187,28 @@ def _darts(imagenet: bool, genotype: Any, init_channels: int, layers: int, num_c
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
         raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
     C = init_channels if width_mult == 1.0 else scale_channels(init_channels, width_mult)
-    cls = NetworkImageNet if imagenet else NetworkCIFAR
+    cls = NetworkImageNet if row.imagenet else NetworkCIFAR
     kw = {k: v for k, v in osep_kw.items() if v is not None}
     return cls(C, num_classes, layers, auxiliary, resolve_genotype(genotype), drop_path_prob=drop_path_prob, **kw)
 
 
-def _register_darts(name: str, genotype_name: Optional[str], imagenet: bool, channels: int, layers_: int,
-                    desc: str) -> None:
-    def factory(genotype: Any = genotype_name, init_channels: int = channels, layers: int = layers_,
-                num_classes: int = 1000 if imagenet else 10, width_mult: float = 1.0, auxiliary: bool = False,
+def _register_darts(name: str, row: DartsRow) -> None:
+    def factory(genotype: Any = row.genotype, init_channels: int = row.init_channels, layers: int = row.layers,
+                num_classes: int = 1000 if row.imagenet else 10, width_mult: float = 1.0, auxiliary: bool = False,
                 drop_path_prob: float = 0.0, gamma: Optional[float] = None, rounding: Optional[str] = None,
                 n_convs: Any = None, channel_policy: Optional[str] = None) -> nn.Module:
         if genotype is None:
             raise ValueError(f"model {name!r} needs genotype= (a Genotype, a name such as DARTS_V2, or text)")
-        return _darts(imagenet, genotype, init_channels, layers, num_classes, width_mult, auxiliary, drop_path_prob,
+        return _darts(row, genotype, init_channels, layers, num_classes, width_mult, auxiliary, drop_path_prob,
                       dict(gamma=gamma, rounding=rounding, n_convs=n_convs, channel_policy=channel_policy))
 
-    factory.__doc__ = desc
-    register_model(name, IMAGENET_INPUT if imagenet else CIFAR_INPUT, "imagenet" if imagenet else "cifar10")(factory)
+    factory.__doc__ = f"{row.description}, {row.init_channels} ch x {row.layers} cells."
+    register_model(name, IMAGENET_INPUT if row.imagenet else CIFAR_INPUT,
+                   "imagenet" if row.imagenet else "cifar10")(factory)
 
 
-_register_darts("darts_v1_cifar", "DARTS_V1", False, 36, 20, "DARTS V1 cell, CIFAR-10 evaluation network, 36 ch x 20 cells.")
-_register_darts("darts_v2_cifar", "DARTS_V2", False, 36, 20, "DARTS V2 cell, CIFAR-10 evaluation network, 36 ch x 20 cells.")
-_register_darts("o_darts_cifar", "O_DARTS", False, 42, 20, "o-DARTS (DARTS V2 with osep), CIFAR-10, 42 ch x 20 cells.")
-_register_darts("darts_v2_imagenet", "DARTS_V2", True, 48, 14, "DARTS V2 cell, ImageNet evaluation network, 48 ch x 14 cells.")
-_register_darts("o_darts_imagenet", "O_DARTS", True, 56, 14, "o-DARTS (DARTS V2 with osep), ImageNet, 56 ch x 14 cells.")
-_register_darts("darts_cifar", None, False, 36, 20, "Any genotype (genotype=...), CIFAR-10 network, 36 ch x 20 cells.")
-_register_darts("darts_imagenet", None, True, 48, 14, "Any genotype (genotype=...), ImageNet network, 48 ch x 14 cells.")
+for _name, _row in DARTS_NETWORKS.items():
+    _register_darts(_name, _row)
 
 
 # -- MobileNet V1 ----------------------------------------------------------------------
@@ -194,17 +220,19 @@ O_MOBILENET_WIDTH = 1.5
 
 @register_model("mobilenet", IMAGENET_INPUT, "imagenet")
 def _mobilenet(num_classes: int = 1000, width_mult: float = 1.0, gamma: float = 1.0,
-               rounding: str = "divisor") -> nn.Module:
+               rounding: str = "divisor", n_convs: Any = 2, channel_policy: str = "normal") -> nn.Module:
     """MobileNet V1 (Howard et al. 2017), 4.2 M #Params at width 1.0."""
     from osep_nas.networks.mobilenet import mobilenet
 
-    return mobilenet("dsep", width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding)
+    return mobilenet("dsep", width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding,
+                     n_convs=n_convs, channel_policy=channel_policy)
 
 
 @register_model("o_mobilenet", IMAGENET_INPUT, "imagenet")
 def _o_mobilenet(num_classes: int = 1000, width_mult: float = O_MOBILENET_WIDTH, gamma: float = 1.0,
-                 rounding: str = "divisor") -> nn.Module:
+                 rounding: str = "divisor", n_convs: Any = 2, channel_policy: str = "normal") -> nn.Module:
     """o-MobileNet: every depth separable block one osep block, width 1.5 (matches the paper's #Params)."""
     from osep_nas.networks.mobilenet import mobilenet
 
-    return mobilenet("osep", width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding)
+    return mobilenet("osep", width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding,
+                     n_convs=n_convs, channel_policy=channel_policy)

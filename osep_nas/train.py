@@ -1,45 +1,8 @@
 """The trainer: SGD retraining of a network on CIFAR, ImageNet or the embedded digits.
 
-``train(config)`` runs the paper's recipes (``examples/configs/*.yaml``): SGD with a
-cosine / step / linear / exponential schedule (:class:`LRSchedule`), label smoothing,
-gradient clipping, the DARTS auxiliary loss and drop-path ramp, AMP and channels-last
-on CUDA.  Outputs in ``training.out`` (written by rank 0 only, every file atomically):
-
-* ``config.yaml``   the resolved config;
-* ``metrics.jsonl`` one JSON line per epoch: epoch (epochs completed), train_loss (main
-  head, with label smoothing), train_top1, test_loss (plain cross entropy), test_top1,
-  test_top5 (accuracies in percent), lr (at the epoch's first step), images_per_s (all
-  ranks), data_time_share (share of the training time spent waiting for batches),
-  epoch_time_s, drop_path_prob (at the epoch's last step: it ramps per step);
-* ``steps.jsonl``   with ``training.log_steps``: one JSON line every ``training.log_every``
-  steps and at each epoch's last step: epoch (the epoch the step is in, from 1), step
-  (within the epoch, from 1), loss (main head, with label smoothing, averaged over the
-  whole global batch of all ranks), lr;
-* ``tb/``           TensorBoard scalars per epoch;
-* ``last.pt``       checkpoint after every epoch, ``best.pt`` at the best test top-1;
-* ``summary.json``  what :func:`train` returns.
-
-Resume (``training.resume``): continues from ``OUT/last.pt`` exactly: weights,
-optimizer, schedule position, RNG states (python, numpy, torch, CUDA) and loader
-order (each epoch's batches and augmentations are seeded by (seed, epoch, rank)).  On
-CPU with ``training.deterministic`` a run resumed after any epoch ends with weights
-bit-identical to an uninterrupted run.  Order per epoch: metrics line, best.pt,
-last.pt; a resume drops metrics lines past the checkpoint, so a kill at any moment
-leaves a consistent run (the same holds for ``steps.jsonl``).
-
-Distributed: under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) the process group
-is initialised (nccl on GPU, gloo on CPU), the model wrapped in
-DistributedDataParallel.  ``training.sync_bn`` converts BatchNorm to synchronized
-BatchNorm: ``nn.SyncBatchNorm`` on CUDA, :class:`osep_nas.sync_batchnorm.SyncBatchNorm2d`
-on CPU (BatchNorm2d layers; same state_dict keys, so checkpoints load either way); a
-DDP step is then the step one process would take on the whole global batch.
-``data.batch_size`` is the GLOBAL batch, split across ranks; the learning rate is NOT
-rescaled with the number of ranks: set ``optim.lr`` for the global batch.  Resume needs
-``OUT`` on a file system every rank sees.
-
-Bad input (unknown key, wrong type, missing data folder, corrupt checkpoint, OUT not
-writable or already holding a run without ``resume``) raises ValueError /
-FileNotFoundError before any file in OUT is written.
+``train(config)`` runs the paper's recipes (SGD with a learning-rate schedule, label
+smoothing, the DARTS auxiliary loss and drop path), resumes exactly, and runs under
+``torchrun``; its outputs, resume and distributed rules are in docs/training.md.
 """
 from __future__ import annotations
 
@@ -79,43 +42,35 @@ ModelBuilder = Callable[[Config, Dict[str, Any]], nn.Module]
 # ----------------------------------------------------------------------------- model
 
 def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping[str, Any]] = None) -> nn.Module:
-    """The network ``config.model`` describes.
+    """The network ``config.model`` describes, built by ``osep_nas.models.create_model``.
 
-    ``model.genotype`` set: ``osep_nas.networks.NetworkCIFAR`` (``NetworkImageNet`` for
-    imagenet) ``(init_channels, num_classes, layers, auxiliary, genotype, drop_path_prob,
-    **osep_kw)``, osep_kw = gamma / rounding when set plus ``model.extra``; channels and
-    cells default to 36 x 20 (CIFAR) and 48 x 14 (ImageNet).
-    Otherwise ``osep_nas.models.create_model(name, num_classes=..., **kw)`` where kw holds
-    the keys that are set (width_mult, gamma, rounding, init_channels, layers), auxiliary
-    and drop_path_prob when the model takes them (or when asked for), and ``model.extra``.
-    ``num_classes``: ``model.num_classes``, else ``info["num_classes"]``, else the dataset's."""
+    ``model.genotype`` set: the DARTS network of the dataset's image size
+    (``darts_cifar`` or ``darts_imagenet``, sizes from ``osep_nas.models.DARTS_NETWORKS``);
+    otherwise ``model.name``.  Keywords: ``num_classes``, the set ones of width_mult / gamma /
+    rounding / init_channels / layers, auxiliary and drop_path_prob when the model takes
+    them (or when asked for), and ``model.extra``.  ``num_classes``: ``model.num_classes``,
+    else ``info["num_classes"]``, else the dataset's."""
+    from osep_nas.models import create_model, darts_model_name, model_info
+
     cfg = config if isinstance(config, Config) else load_config(config)
     m = cfg.model
     num_classes = m.num_classes or (info or {}).get("num_classes") or DEFAULT_NUM_CLASSES[cfg.data.dataset]
-    tuned = {k: v for k, v in (("gamma", m.gamma), ("rounding", m.rounding)) if v is not None}
+    name = m.name
+    kw: Dict[str, Any] = dict(num_classes=num_classes)
     if m.genotype:
         if m.name not in (None, "darts"):
             raise ValueError(f"model.genotype builds a DARTS network; model.name must be unset or 'darts', "
                              f"got {m.name!r}")
         if m.width_mult is not None:
             raise ValueError("model.width_mult: not used with a genotype; set model.init_channels instead")
-        genotype = resolve_genotype(m.genotype)
-        from osep_nas.networks import NetworkCIFAR, NetworkImageNet
-
-        imagenet = cfg.data.dataset == "imagenet"
-        cls = NetworkImageNet if imagenet else NetworkCIFAR
-        C = m.init_channels or (48 if imagenet else 36)
-        layers = m.layers or (14 if imagenet else 20)
-        return cls(C, num_classes, layers, m.auxiliary, genotype, m.drop_path_prob, **tuned, **m.extra)
-    if not m.name:
+        name = darts_model_name(cfg.data.dataset)
+        kw["genotype"] = resolve_genotype(m.genotype)
+    elif not m.name:
         raise ValueError("model.name: no model given; set a model name (--model) or a genotype (--genotype)")
-    if m.name == "darts":
+    elif m.name == "darts":
         raise ValueError("model.name: 'darts' needs model.genotype (e.g. --genotype O_DARTS)")
-    from osep_nas.models import create_model, model_info
-
-    accepted = set(model_info(m.name).keywords())
-    kw: Dict[str, Any] = dict(num_classes=num_classes, **tuned)
-    for key in ("width_mult", "init_channels", "layers"):
+    accepted = set(model_info(name).keywords())
+    for key in ("gamma", "rounding", "width_mult", "init_channels", "layers"):
         if getattr(m, key) is not None:
             kw[key] = getattr(m, key)
     if m.auxiliary or "auxiliary" in accepted:
@@ -123,7 +78,7 @@ def build_model(config: Union[Config, Mapping[str, Any]], info: Optional[Mapping
     if m.drop_path_prob or "drop_path_prob" in accepted:
         kw["drop_path_prob"] = m.drop_path_prob
     kw.update(m.extra)
-    return create_model(m.name, **kw)
+    return create_model(name, **kw)
 
 
 # ----------------------------------------------------------------------------- train
@@ -168,8 +123,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     rank0 = dctx.rank == 0
     cuda = device.type == "cuda"
     use_amp = bool(tc.amp and cuda)
-    # CUDA only: on CPU, torch 2.14.1 aborts with heap corruption in the channels-last backward
-    # of NetworkImageNet (seen here), although channels-last is faster for ResNets there.
+    # CUDA only: the channels-last backward of NetworkImageNet crashes on CPU (docs/training.md)
     channels_last = bool(tc.channels_last and cuda)
 
     # ---- validate everything before OUT is touched

@@ -15,7 +15,6 @@ so ``osep_nas.genotypes.genotype_to_arch`` / ``arch_to_genotype`` convert sample
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -31,6 +30,7 @@ from osep_nas.genotypes import (CELL_TYPES, Genotype, arch_to_genotype, genotype
 from osep_nas.networks.darts import (AuxiliaryHead, CellBase, DartsSkeleton, NetworkCIFAR, check_sizes, drop_path,
                                      reduction_indices)
 from osep_nas.ops import OPS
+from osep_nas.renamed import accepts_renamed
 from search_spaces.presets import PRESETS, resolve_op_candidates  # noqa: F401  (re-exported)
 from search_spaces.profilers import register_flops, search_edge_flops
 
@@ -127,26 +127,17 @@ def _positive(value: Any, name: str) -> int:
     return int(value)
 
 
-def _rename_deprecated(kw: Dict[str, Any], given: Dict[str, Any]) -> None:
-    """Move the deprecated ``width`` / ``num_cells`` out of ``kw`` into ``given`` (warning once each)."""
-    for old, new in _RENAMED.items():
-        if old in kw:
-            warnings.warn(f"{old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=4)
-            given[new] = kw.pop(old)
-
-
+@accepts_renamed(**_RENAMED)
 def _space_config(op_candidates: Union[str, Sequence[str]] = "osep", init_channels: int = 16, layers: int = 8,
                   num_nodes: int = 4, num_classes: int = 10, input_size: int = 32, in_channels: int = 3,
                   auxiliary: bool = False, drop_path_prob: float = 0.0, **osep_kw: Any) -> Dict[str, Any]:
     """Validate and normalise the arguments of :class:`OSepDartsSpace` (same signature)."""
-    sizes = dict(init_channels=init_channels, layers=layers)
-    _rename_deprecated(osep_kw, sizes)
     drop = float(drop_path_prob)
     if not 0.0 <= drop < 1.0:
         raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}")
-    check_sizes(sizes["init_channels"], sizes["layers"], num_classes)
+    check_sizes(init_channels, layers, num_classes)
     cfg = dict(
-        op_candidates=resolve_op_candidates(op_candidates), **sizes,
+        op_candidates=resolve_op_candidates(op_candidates), init_channels=init_channels, layers=layers,
         num_nodes=_positive(num_nodes, "num_nodes"), num_classes=num_classes,
         input_size=_positive(input_size, "input_size"), in_channels=_positive(in_channels, "in_channels"),
         auxiliary=bool(auxiliary), drop_path_prob=drop, osep_kw=dict(osep_kw),
@@ -178,6 +169,7 @@ class OSepDartsNet(_ShapePassAuxiliary, NetworkCIFAR):
     """``NetworkCIFAR`` of one genotype, with the search space's arguments: what
     ``OSepDartsSpace.freeze(arch)`` returns.  ``num_nodes`` and concat come from the genotype."""
 
+    @accepts_renamed(**_RENAMED)
     def __init__(self, genotype: Genotype, init_channels: int = 16, layers: int = 8, num_classes: int = 10,
                  input_size: int = 32, in_channels: int = 3, auxiliary: bool = False, drop_path_prob: float = 0.0,
                  **osep_kw: Any):
@@ -214,6 +206,7 @@ class OSepDartsSpace(_ShapePassAuxiliary, DartsSkeleton, ModelSpace):
     ``space.freeze(arch)`` -> :class:`OSepDartsNet`; ``space.genotype(arch)`` -> Genotype.
     """
 
+    @accepts_renamed(**_RENAMED)
     def __init__(self, op_candidates: Union[str, Sequence[str]] = "osep", init_channels: int = 16, layers: int = 8,
                  num_nodes: int = 4, num_classes: int = 10, input_size: int = 32, in_channels: int = 3,
                  auxiliary: bool = False, drop_path_prob: float = 0.0, **osep_kw: Any):

@@ -1,4 +1,5 @@
 """The model registry, every registered model end to end, and the profile / eval commands."""
+import inspect
 import json
 
 import pytest
@@ -47,7 +48,7 @@ def test_resnet_default_widths_are_the_papers(name, width):
 ])
 def test_darts_defaults_are_the_papers(name, channels, cells, size):
     model = create_model(name)
-    assert (model.init_channels, model.num_cells, model.default_input_size) == (channels, cells, size)
+    assert (model.init_channels, model.layers, model.default_input_size) == (channels, cells, size)
     assert model.model_name == name
 
 
@@ -62,7 +63,7 @@ def test_names_are_forgiving_and_unknown_ones_suggest():
 
 
 def test_consistent_keywords():
-    common = {"num_classes", "width_mult", "gamma", "rounding"}
+    common = {"num_classes", "width_mult", "gamma", "rounding", "n_convs", "channel_policy"}
     for name in list_models():
         assert common <= set(model_info(name).keywords()), name
     darts = {"init_channels", "layers", "auxiliary", "drop_path_prob", "genotype"}
@@ -73,6 +74,8 @@ def test_consistent_keywords():
     assert m.classifier.out_features == 3 and m.drop_path_prob == 0.1
     assert create_model("darts_v2_cifar", width_mult=0.5).init_channels == 18
     assert create_model("o_resnet20", gamma=4.0).layers[0].conv1.plan.gamma == 4.0
+    assert len(create_model("o_resnet20", n_convs=3).layers[0].conv1.convs) == 3
+    assert len(create_model("o_mobilenet", n_convs=3).features[0][0].convs) == 3
 
 
 def test_register_model_and_duplicates():
@@ -201,3 +204,13 @@ def test_cpu_latency_budget_skips_big_batches_unless_forced():
     assert latency_batch_sizes(args, 530_000_000, cpu) == [1, 64]
     args.no_latency = True
     assert latency_batch_sizes(args, 1, cpu) == []
+
+
+def test_one_table_of_darts_sizes():
+    from osep_nas.models import DARTS_NETWORKS, darts_model_name
+
+    for name, row in DARTS_NETWORKS.items():
+        params = inspect.signature(model_info(name).factory).parameters
+        assert (params["init_channels"].default, params["layers"].default) == (row.init_channels, row.layers)
+    assert (darts_model_name("cifar10"), darts_model_name("digits")) == ("darts_cifar", "darts_cifar")
+    assert darts_model_name("imagenet") == "darts_imagenet"

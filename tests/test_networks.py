@@ -90,6 +90,14 @@ def test_one_auxiliary_head_for_both_networks(small_cifar):
     assert type(small_cifar.auxiliary_head) is type(imagenet.auxiliary_head) is AuxiliaryHead
 
 
+def test_c_is_a_deprecated_name_of_init_channels():
+    with pytest.warns(DeprecationWarning, match="C= is deprecated; use init_channels="):
+        net = NetworkCIFAR(C=8, num_classes=10, layers=3, auxiliary=False, genotype=DARTS_V2)
+    assert count_params(net) == count_params(NetworkCIFAR(8, 10, 3, False, DARTS_V2))
+    with pytest.raises(TypeError, match="both C= and init_channels="):
+        NetworkImageNet(C=8, init_channels=8, num_classes=10, layers=3, auxiliary=False, genotype=DARTS_V2)
+
+
 def test_imagenet_network_stems_and_shapes():
     torch.manual_seed(0)
     net = NetworkImageNet(8, 1000, 5, True, DARTS_V2)

@@ -1,11 +1,11 @@
 """``osep-nas eval``: #Params, FLOPs and latency of the evaluation network of a genotype.
 
-The network is the DARTS evaluation network (``NetworkCIFAR`` or ``NetworkImageNet``)
-with the genotype's cells; defaults are the paper's sizes (CIFAR-10: 36 channels,
-20 cells; ImageNet: 48 channels, 14 cells).
+The network is the DARTS evaluation network of the genotype's cells, built by
+``create_model`` (``darts_cifar`` or ``darts_imagenet``: the paper's sizes, from
+``osep_nas.models.DARTS_NETWORKS``).
 
 ``run`` is three steps, kept apart so accuracy evaluation can be added beside the
-profile: ``build_network(args)``, ``profile_network(args, model)``, printing.
+profile: ``model_from_args(args)``, ``profile_network(args, model)``, printing.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from torch import nn
 
 from osep_nas.cli import profile_cmd
 from osep_nas.data_arg import DATA_HELP, DATA_METAVAR, resolve_data
+from osep_nas.models import DARTS_NETWORKS
 
 HELP = "#Params, FLOPs and latency of a genotype's evaluation network"
 DESCRIPTION = (
@@ -25,12 +26,9 @@ DESCRIPTION = (
     "of one image) and forward latency."
 )
 
-DATASETS = {
-    # dataset: (init channels, cells, classes)
-    "cifar10": (36, 20, 10),
-    "cifar100": (36, 20, 100),
-    "imagenet": (48, 14, 1000),
-}
+#: dataset -> its classes (the network's size comes from the DARTS table)
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+_CIFAR, _IMAGENET = DARTS_NETWORKS["darts_cifar"], DARTS_NETWORKS["darts_imagenet"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar=DATA_METAVAR,
                         help=f"with --checkpoint: the test data, {DATA_HELP} (default: the data stored in the "
                              f"checkpoint)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+    parser.add_argument("--dataset", choices=sorted(DATASET_CLASSES), default=None,
                         help="with --genotype: the network layout, CIFAR (32x32, the default) or ImageNet "
                              "(224x224); with --checkpoint and --data DIR: the folder's kind where it does not "
                              "tell")
     parser.add_argument("--init-channels", type=int, default=None, help="channels of the first cell "
-                        "(default 36 on CIFAR, 48 on ImageNet)")
-    parser.add_argument("--layers", type=int, default=None, help="number of cells (default 20 CIFAR, 14 ImageNet)")
+                        f"(default {_CIFAR.init_channels} on CIFAR, {_IMAGENET.init_channels} on ImageNet)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help=f"number of cells (default {_CIFAR.layers} CIFAR, {_IMAGENET.layers} ImageNet)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the dataset's)")
     parser.add_argument("--auxiliary", action="store_true", help="build the auxiliary head (never counted)")
     parser.add_argument("--rounding", choices=("divisor", "paper"), default=None, help="osep group rounding")
@@ -68,10 +67,9 @@ def _positive(value, flag: str) -> None:
         raise ValueError(f"{flag} must be a positive integer, got {value}")
 
 
-def build_network(args: argparse.Namespace) -> nn.Module:
-    """The evaluation network ``args`` describe (ValueError on bad input)."""
-    from osep_nas.models import resolve_genotype
-    from osep_nas.networks import NetworkCIFAR, NetworkImageNet
+def model_from_args(args: argparse.Namespace) -> nn.Module:
+    """The evaluation network ``args`` describe, by ``create_model`` (ValueError on bad input)."""
+    from osep_nas.models import create_model, darts_model_name, resolve_genotype
 
     _positive(args.init_channels, "--init-channels")
     _positive(args.layers, "--layers")
@@ -85,27 +83,21 @@ def build_network(args: argparse.Namespace) -> nn.Module:
         from osep_nas.genotypes import to_osep
 
         genotype = to_osep(genotype)
-    C, layers, classes = DATASETS[args.dataset]
-    C = args.init_channels or C
-    layers = args.layers or layers
-    classes = args.num_classes or classes
-    osep_kw: Dict[str, Any] = {k: v for k, v in (("rounding", args.rounding), ("gamma", args.gamma))
-                               if v is not None}
-    cls = NetworkImageNet if args.dataset == "imagenet" else NetworkCIFAR
-    return cls(C, classes, layers, args.auxiliary, genotype, **osep_kw)
+    kw: Dict[str, Any] = {k: v for k, v in (("init_channels", args.init_channels), ("layers", args.layers),
+                                            ("rounding", args.rounding), ("gamma", args.gamma)) if v is not None}
+    return create_model(darts_model_name(args.dataset), genotype=genotype, auxiliary=args.auxiliary,
+                        num_classes=args.num_classes or DATASET_CLASSES[args.dataset], **kw)
 
 
 def _paper_name(model: nn.Module, dataset: str) -> str:
     """The registry name of the paper's DARTS row this network is, or ''."""
     from osep_nas import genotypes as G
 
-    table = {("cifar10", "DARTS_V2", 36, 20): "darts_v2_cifar", ("cifar10", "O_DARTS", 42, 20): "o_darts_cifar",
-             ("imagenet", "DARTS_V2", 48, 14): "darts_v2_imagenet",
-             ("imagenet", "O_DARTS", 56, 14): "o_darts_imagenet"}
-    for (ds, gname, c, n), name in table.items():
-        ref = getattr(G, gname, None)
-        if ds == dataset and ref is not None and _same_genotype(model.genotype, ref) \
-                and (model.init_channels, model.num_cells) == (c, n):
+    size = (model.init_channels, model.layers)
+    for name, row in DARTS_NETWORKS.items():
+        if row.genotype is None or dataset != ("imagenet" if row.imagenet else "cifar10"):
+            continue
+        if _same_genotype(model.genotype, getattr(G, row.genotype)) and size == (row.init_channels, row.layers):
             return name
     return ""
 
@@ -196,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--data goes with --checkpoint (with --genotype, --dataset chooses the network layout)")
     args.dataset = args.dataset or "cifar10"
     profile_cmd.check_latency_arguments(args)
-    model = build_network(args)
+    model = model_from_args(args)
     row = profile_network(args, model)
     print(f"genotype: {row['genotype']}")
     print(profile_cmd.format_table([row], paper=args.paper))

@@ -188,8 +188,8 @@ def add_paper_columns(row: Dict[str, Any], name: str) -> None:
 
 def describe_width(model: nn.Module) -> str:
     """The width the model was built with, as the paper states it (multiplier or channels x cells)."""
-    if hasattr(model, "num_cells"):
-        return f"{model.init_channels} ch x {model.num_cells}"
+    if hasattr(model, "init_channels"):  # a DARTS network
+        return f"{model.init_channels} ch x {model.layers}"
     mult = getattr(model, "width_mult", None)
     return f"{mult:g}" if mult is not None else ""
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from osep_nas.genotypes.validation import check_genotype
 from osep_nas.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
+from osep_nas.renamed import accepts_renamed
 
 __all__ = ["Cell", "CellBase", "DartsSkeleton", "NetworkCIFAR", "NetworkImageNet", "AuxiliaryHead", "AuxPool",
            "drop_path", "reduction_indices", "check_genotype"]
@@ -181,11 +182,6 @@ class DartsSkeleton:
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
-    @property
-    def num_cells(self) -> int:
-        """Deprecated name of ``layers``."""
-        return self.layers
-
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -229,11 +225,14 @@ class NetworkCIFAR(DartsSkeleton, nn.Module):
     Stem 3x3 convolution to 3C channels + BN; ``layers`` cells with reduction cells at
     ``layers // 3`` and ``2 * layers // 3`` (channels doubled there); global average
     pool and a linear classifier.  ``osep_kw`` goes to every op of every cell.
+    ``C`` is the deprecated name of ``init_channels``.
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype,
+    @accepts_renamed(C="init_channels")
+    def __init__(self, init_channels: int, num_classes: int, layers: int, auxiliary: bool, genotype,
                  drop_path_prob: float = 0.0, in_channels: int = 3, **osep_kw):
         nn.Module.__init__(self)
+        C = init_channels
         check_sizes(C, layers, num_classes)
         _positive(in_channels, "in_channels")
         self.genotype = genotype
@@ -255,16 +254,19 @@ class NetworkImageNet(DartsSkeleton, nn.Module):
     stem1: ReLU, 3x3 conv (stride 2), BN; so the cells start at 28x28 with a
     reducing previous cell.  Reduction cells at ``layers // 3`` and ``2 * layers // 3``;
     global average pool (the 7x7 pool at 224) and a linear classifier.
+    ``C`` is the deprecated name of ``init_channels``.
     """
 
     default_input_size = (3, 224, 224)
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype,
+    @accepts_renamed(C="init_channels")
+    def __init__(self, init_channels: int, num_classes: int, layers: int, auxiliary: bool, genotype,
                  drop_path_prob: float = 0.0, **osep_kw):
         nn.Module.__init__(self)
+        C = init_channels
         check_sizes(C, layers, num_classes)
         if C % 2:
-            raise ValueError(f"C (init_channels) must be even for the ImageNet network (its first cell "
+            raise ValueError(f"init_channels must be even for the ImageNet network (its first cell "
                              f"halves the stem output with a FactorizedReduce), got {C}")
         self.genotype = genotype
         self.drop_path_prob = float(drop_path_prob)

@@ -17,7 +17,7 @@ as the CIFAR ResNets).
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Tuple, Union
 
 import torch
 from torch import nn
@@ -35,7 +35,8 @@ MOBILENET_BLOCKS: Tuple[Tuple[int, int], ...] = (
 MOBILENET_CONVS = ("dsep", "osep", "sosep")
 
 
-def _block(conv: str, c_in: int, c_out: int, stride: int, gamma: float, rounding: str) -> nn.Sequential:
+def _block(conv: str, c_in: int, c_out: int, stride: int, gamma: float, rounding: str,
+           n_convs: Union[int, str], channel_policy: str) -> nn.Sequential:
     if conv == "dsep":
         return nn.Sequential(
             nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
@@ -44,7 +45,8 @@ def _block(conv: str, c_in: int, c_out: int, stride: int, gamma: float, rounding
             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
         )
     return nn.Sequential(
-        OSepConv2d(c_in, c_out, 3, stride=stride, gamma=gamma, rounding=rounding, spatial=conv == "sosep"),
+        OSepConv2d(c_in, c_out, 3, stride=stride, gamma=gamma, rounding=rounding, n_convs=n_convs,
+                   channel_policy=channel_policy, spatial=conv == "sosep"),
         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
     )
 
@@ -55,7 +57,7 @@ class MobileNetV1(nn.Module):
     default_input_size: Tuple[int, int, int] = (3, 224, 224)
 
     def __init__(self, conv: str = "dsep", width_mult: float = 1.0, num_classes: int = 1000, gamma: float = 1.0,
-                 rounding: str = "divisor"):
+                 rounding: str = "divisor", n_convs: Union[int, str] = 2, channel_policy: str = "normal"):
         super().__init__()
         if conv not in MOBILENET_CONVS:
             raise ValueError(f"conv must be one of {', '.join(MOBILENET_CONVS)}, got {conv!r}")
@@ -71,7 +73,7 @@ class MobileNetV1(nn.Module):
         blocks = []
         for out, stride in MOBILENET_BLOCKS:
             c_out = scale_channels(out, width_mult)
-            blocks.append(_block(conv, c, c_out, stride, gamma, rounding))
+            blocks.append(_block(conv, c, c_out, stride, gamma, rounding, n_convs, channel_policy))
             c = c_out
         self.features = nn.Sequential(*blocks)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -86,6 +88,8 @@ class MobileNetV1(nn.Module):
 
 
 def mobilenet(conv: str = "dsep", width_mult: float = 1.0, num_classes: int = 1000, gamma: float = 1.0,
-              rounding: str = "divisor") -> MobileNetV1:
-    """MobileNet V1 (``conv="dsep"``) or o-MobileNet (``"osep"``; ``"sosep"`` spatial)."""
-    return MobileNetV1(conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding)
+              rounding: str = "divisor", n_convs: Union[int, str] = 2, channel_policy: str = "normal") -> MobileNetV1:
+    """MobileNet V1 (``conv="dsep"``) or o-MobileNet (``"osep"``; ``"sosep"`` spatial); the osep
+    keywords (``gamma``, ``rounding``, ``n_convs``, ``channel_policy``) reach the osep blocks."""
+    return MobileNetV1(conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma, rounding=rounding,
+                       n_convs=n_convs, channel_policy=channel_policy)

@@ -15,34 +15,18 @@ osep      ``OSepConv2d`` 3x3 with ``gamma`` and ``rounding`` (o-ResNet)
 sosep     ``OSepConv2d`` 3x3 with ``spatial=True`` (so-ResNet)
 ========  ===========================================================================
 
-Decisions, checked against the paper's Table 6 (``tests/test_paper_tables.py``):
-
-* Stem: the first convolution (3 -> 16 m channels) stays conventional for every
-  ``conv`` kind; with 3 input channels there is nothing to separate.  With it the
-  d-ResNet32/56/110 FLOPs match Table 6 to 0.02 % (a dsep stem: 0.4-1.6 % low).
-* Widths: ``round_half_up(c * width_mult)`` (m = 3.625: 58/116/232, m = 2.72:
-  44/87/174).  Only 2.72 is not exact; rounding is 1.6 % closer than flooring there.
-* dsep keeps MobileNet's BN + ReLU after the depth-wise convolution: the
-  d-ResNet32/56/110 #Params then match Table 6 to 0.05 % (without that BN: 1.4 % low).
-* Shortcuts: option A (stride-2 subsampling plus zero channels, no parameters) by
-  default, as He et al. and as the paper's ResNet and d-ResNet rows (0.1 %).
-  ``shortcut="B"`` (1x1 convolution + BN at the two transitions) is what the paper's
-  o-ResNet rows contain: with it and ``rounding="paper"`` all four o-ResNet FLOPs figures
-  match Table 6 to the printed digits and the #Params within 0.4 % (default rounding:
-  1.5 %; with option A they are 3-15 % below).
-* Initialisation (the paper states none): He et al.'s normal init (fan-out) for the
-  convolutions and, by default, every block's last BN scale at zero (Goyal et al., 2017;
-  timm's ``zero_init_last``), so each block starts as the identity.  Without it the wide
-  o-/d-ResNets diverge in their first steps at the recipe's lr 0.1: the pooled features of
-  o-ResNet20 have 3.6x ResNet20's squared norm (232 channels of a 9-block residual sum),
-  so one SGD step moves the logits 3.6x as far (measured: o-ResNet20's training loss climbs
-  from 2.8 to 7.8 in its first 9 steps; with zero-init it falls from 2.30).
-  ``zero_init_residual=False`` gives the plain init.
+Decisions (each checked against the paper's Table 6 in ``tests/test_paper_tables.py``;
+the figures are in benchmarks/RESULTS.md): a conventional stem for every ``conv`` kind;
+widths ``round_half_up(c * width_mult)``; dsep keeps MobileNet's BN + ReLU after the
+depth-wise convolution; option-A shortcuts by default (``shortcut="B"``: 1x1 convolution
++ BN, what the paper's o-ResNet rows contain); He et al.'s init with every block's last
+BN scale at zero (``zero_init_residual``), without which the wide o-/d-ResNets diverge
+at the recipe's lr 0.1.
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Any, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +72,7 @@ class SpatialSeparableConv2d(nn.Sequential):
 
 
 def make_conv3x3(kind: str, in_channels: int, out_channels: int, stride: int = 1, gamma: float = 1.0,
-                 rounding: str = "divisor") -> nn.Module:
+                 rounding: str = "divisor", n_convs: Union[int, str] = 2, channel_policy: str = "normal") -> nn.Module:
     """A 3x3 "same" convolution of the given ``kind`` (see the module docstring)."""
     if kind == "conv":
         return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -101,7 +85,7 @@ def make_conv3x3(kind: str, in_channels: int, out_channels: int, stride: int = 1
         return SpatialSeparableConv2d(in_channels, out_channels, 3, stride)
     if kind in ("osep", "sosep"):
         return OSepConv2d(in_channels, out_channels, 3, stride=stride, gamma=gamma, rounding=rounding,
-                          spatial=kind == "sosep")
+                          n_convs=n_convs, channel_policy=channel_policy, spatial=kind == "sosep")
     raise ValueError(f"conv must be one of {', '.join(CONV_KINDS)}, got {kind!r}")
 
 
@@ -134,11 +118,11 @@ class BasicBlock(nn.Module):
     """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, conv: str, gamma: float, rounding: str,
-                 shortcut: str = "A"):
+                 shortcut: str = "A", **osep_kw: Any):
         super().__init__()
-        self.conv1 = make_conv3x3(conv, in_channels, out_channels, stride, gamma, rounding)
+        self.conv1 = make_conv3x3(conv, in_channels, out_channels, stride, gamma, rounding, **osep_kw)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = make_conv3x3(conv, out_channels, out_channels, 1, gamma, rounding)
+        self.conv2 = make_conv3x3(conv, out_channels, out_channels, 1, gamma, rounding, **osep_kw)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         if stride != 1 or in_channels != out_channels:
@@ -160,7 +144,7 @@ class ResNetCIFAR(nn.Module):
 
     def __init__(self, depth: int, conv: str = "conv", width_mult: float = 1.0, num_classes: int = 10,
                  gamma: float = 1.0, rounding: str = "divisor", shortcut: str = "A",
-                 zero_init_residual: bool = True):
+                 zero_init_residual: bool = True, n_convs: Union[int, str] = 2, channel_policy: str = "normal"):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...), got {depth!r}")
@@ -184,7 +168,8 @@ class ResNetCIFAR(nn.Module):
         for stage, c_out in enumerate(widths):
             for b in range(n):
                 stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(BasicBlock(c_in, c_out, stride, conv, gamma, rounding, shortcut))
+                blocks.append(BasicBlock(c_in, c_out, stride, conv, gamma, rounding, shortcut, n_convs=n_convs,
+                                         channel_policy=channel_policy))
                 c_in = c_out
         self.layers = nn.Sequential(*blocks)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -203,12 +188,15 @@ class ResNetCIFAR(nn.Module):
 
 def resnet_cifar(depth: int, conv: str = "conv", width_mult: float = 1.0, num_classes: int = 10,
                  gamma: float = 1.0, rounding: str = "divisor", shortcut: str = "A",
-                 zero_init_residual: bool = True) -> ResNetCIFAR:
+                 zero_init_residual: bool = True, n_convs: Union[int, str] = 2,
+                 channel_policy: str = "normal") -> ResNetCIFAR:
     """He et al.'s CIFAR ResNet of ``depth`` = 6n + 2 with every block 3x3 conv of kind ``conv``.
 
-    ``gamma`` and ``rounding`` reach the osep/sosep convolutions (ignored by the others);
+    ``gamma``, ``rounding``, ``n_convs`` and ``channel_policy`` reach the osep/sosep
+    convolutions (ignored by the others);
     ``shortcut`` is ``"A"`` (zero padding, default) or ``"B"`` (1x1 projection + BN);
     ``zero_init_residual`` starts every block's last BN scale at 0 (see the module docstring).
     """
     return ResNetCIFAR(depth, conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma,
-                       rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual)
+                       rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual,
+                       n_convs=n_convs, channel_policy=channel_policy)
