@@ -16,22 +16,12 @@ from torch import nn
 
 from osep_nas import kernels
 from osep_nas.plan import OSepPlan, _pair, osep_plan
-from osep_nas.shuffle import channel_shuffle, shuffle_permutation
+from osep_nas.shuffle import channel_shuffle
 
 IMPLS = ("fast", "reference")
-#: grouped KxK convolutions with at most this many input channels per group run as
-#: depth-wise + sum in the fast form.  Off (0): on the 2-core CPU it measured slower than
-#: oneDNN's grouped convolution (benchmarks/op_speed.py); raise it to try it elsewhere.
-DWSUM_MAX_IN_PER_GROUP = 0
-#: a grouped 1x1 after a shuffle with at most this many groups runs as one dense 1x1 with
-#: the shuffle folded into its weight.  Off (0) by default: it only paid in channels-last on
-#: CPU (about 1.4x on o-ResNet20), which the trainer cannot use there (see osep_nas.train),
-#: and it executes g times the counted multiply-adds of that 1x1.  Set 4 to use it.
-FOLD_MAX_GROUPS = 0
 #: a stride-1 1x1 convolution on CPU with at least this many pixels per channel runs as a
-#: batched matrix product (``torch.matmul``): on the 2-core CPU oneDNN's NCHW 1x1
-#: convolution took about 4x longer forward+backward at 32x32 (benchmarks/RESULTS.md),
-#: while at 16x16 and below oneDNN was as fast or faster.
+#: batched matrix product, which oneDNN's NCHW 1x1 convolution is slower than at 32x32
+#: (benchmarks/RESULTS.md).
 MATMUL_MIN_PIXELS = 1024
 
 
@@ -130,34 +120,18 @@ class OSepConv2d(nn.Module):
           CPU kernel of :mod:`osep_nas.kernels` where that kernel covers the call (CPU,
           float, stride 1), else through ``F.conv2d``.  oneDNN's grouped convolution is
           slow for such narrow groups, most of all in the backward pass.
-        * ``"dwsum"``: a grouped KxK convolution with few input channels per group runs as
-          a depth-wise convolution with a channel multiplier, then a sum over each group's
-          inputs; the sum writes its result directly in shuffled order, so the shuffle
-          after it costs nothing.  Narrow grouped convolutions are the slow case of
-          oneDNN/cuDNN; depth-wise ones are their fast case.
-        * ``"fold"``: a grouped 1x1 convolution with few groups that follows a shuffle runs
-          as one dense 1x1 convolution whose weight holds the group blocks at the shuffled
-          input positions (zeros elsewhere): no shuffle copy, one large GEMM.
         * ``"matmul"``: a stride-1 1x1 convolution runs as ``torch.matmul`` of the
           (groups, out, in) weight with the (batch, groups, in, pixels) input view, on CPU
           tensors with at least ``MATMUL_MIN_PIXELS`` pixels (else as ``"conv"``).
         * ``"conv"``: the plain grouped convolution (then an explicit shuffle if needed).
         """
         schedule = []
-        n = len(self.convs)
-        for i, conv in enumerate(self.convs):
+        for conv in self.convs:
             n_in = conv.in_channels // conv.groups
-            after_shuffle = i > 0 and self.convs[i - 1].groups > 1
             out_per_group = conv.out_channels // conv.groups
             if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.MAX_IN_PER_GROUP \
                     and (n_in, out_per_group) != (1, 1):
                 schedule.append("native")
-            elif conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= DWSUM_MAX_IN_PER_GROUP \
-                    and (n_in, out_per_group) != (1, 1):
-                schedule.append("dwsum")
-            elif conv.kernel_size == (1, 1) and after_shuffle and 1 < conv.groups <= FOLD_MAX_GROUPS \
-                    and schedule[-1] != "fold" and i == n - 1:
-                schedule.append("fold")
             elif conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
                 schedule.append("matmul")
             else:
@@ -168,20 +142,14 @@ class OSepConv2d(nn.Module):
         last = len(self.convs) - 1
         shuffled = False  # x is already in the order the shuffle would give
         for i, (conv, how) in enumerate(zip(self.convs, self._schedule)):
-            need_shuffle = i < last and conv.groups > 1 and self._schedule[i + 1] != "fold"
+            need_shuffle = i < last and conv.groups > 1
             if how == "native":
                 x = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
                                            conv.groups, shuffle_out=need_shuffle)
                 shuffled = need_shuffle
-            elif how == "dwsum":
-                x = _grouped_as_depthwise(x, conv, shuffle_out=need_shuffle)
-                shuffled = need_shuffle
             elif how == "matmul" and type(x) is torch.Tensor and not kernels.tracing_or_counting() \
                     and x.device.type == "cpu" and x.is_contiguous() and x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS:
                 x = _pointwise_as_matmul(x, conv)
-                shuffled = False
-            elif how == "fold":
-                x = F.conv2d(x, _folded_dense_weight(conv, self.convs[i - 1].groups), conv.bias)
                 shuffled = False
             else:
                 x = conv(x)
@@ -210,38 +178,6 @@ class OSepConv2d(nn.Module):
         return head
 
 
-def _grouped_as_depthwise(x: torch.Tensor, conv: nn.Conv2d, shuffle_out: bool) -> torch.Tensor:
-    """``conv(x)`` for a grouped conv, as a depth-wise conv with multiplier m plus a group sum.
-
-    Input channel i = group * n + b feeds outputs group * m + a through weight
-    W[group * m + a, b]; the depth-wise conv computes every such product (C_in * m maps),
-    the sum over b adds each group's n inputs.  With ``shuffle_out`` the sum is taken over
-    a permuted view so its (freshly allocated) result is already channel-shuffled.
-    """
-    w = conv.weight
-    c_out, n, kh, kw = w.shape
-    g = conv.groups
-    m = c_out // g
-    # depth-wise weight: row i * m + a = W[group * m + a, b] for i = group * n + b
-    w_dw = w.view(g, m, n, kh, kw).transpose(1, 2).reshape(g * n * m, 1, kh, kw)
-    y = F.conv2d(x, w_dw, None, conv.stride, conv.padding, conv.dilation, groups=g * n)
-    b, _, h, wd = y.shape
-    if not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
-        t = y.permute(0, 2, 3, 1).view(b, h, wd, g, n, m)
-        t = t.permute(0, 1, 2, 5, 3, 4).sum(5) if shuffle_out else t.sum(4)
-        out = t.reshape(b, h, wd, c_out).permute(0, 3, 1, 2)
-    else:
-        t = y.contiguous().view(b, g, n, m, h, wd)
-        t = t.permute(0, 3, 1, 2, 4, 5).sum(3) if shuffle_out else t.sum(2)
-        out = t.reshape(b, c_out, h, wd)
-    if conv.bias is not None:
-        bias = conv.bias
-        if shuffle_out:
-            bias = bias.view(g, m).t().reshape(-1)
-        out = out + bias.view(1, -1, 1, 1)
-    return out
-
-
 def _pointwise_as_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a stride-1, unpadded 1x1 (grouped) convolution, as one batched matmul."""
     b, c, h, w = x.shape
@@ -251,20 +187,6 @@ def _pointwise_as_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     if conv.bias is not None:
         y = y + conv.bias.view(1, -1, 1, 1)
     return y
-
-
-def _folded_dense_weight(conv: nn.Conv2d, prev_groups: int) -> torch.Tensor:
-    """Dense 1x1 weight equal to ``conv`` applied after ``channel_shuffle(., prev_groups)``."""
-    c_out, n = conv.weight.shape[:2]
-    c_in = conv.in_channels
-    g = conv.groups
-    m = c_out // g
-    perm = torch.as_tensor(shuffle_permutation(c_in, prev_groups), device=conv.weight.device)
-    # output o (group o // m) reads shuffled positions (o // m) * n + j = original perm[...]
-    pos = (torch.arange(c_out, device=perm.device) // m).unsqueeze(1) * n + torch.arange(n, device=perm.device)
-    cols = perm[pos]
-    dense = conv.weight.new_zeros(c_out, c_in).scatter(1, cols, conv.weight.view(c_out, n))
-    return dense.view(c_out, c_in, 1, 1)
 
 
 def _conv_out(h: int, w: int, conv: nn.Conv2d):

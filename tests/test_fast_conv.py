@@ -30,8 +30,6 @@ def _configs(count: int, seed: int = 1):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
 def test_fast_equals_reference(monkeypatch, force, channels_last):
     if force:  # route every eligible convolution through the fast paths
-        monkeypatch.setattr(conv_mod, "DWSUM_MAX_IN_PER_GROUP", 1 << 20)
-        monkeypatch.setattr(conv_mod, "FOLD_MAX_GROUPS", 1 << 20)
         monkeypatch.setattr(conv_mod, "MATMUL_MIN_PIXELS", 1)
     torch.manual_seed(0)
     used = set()
@@ -54,7 +52,7 @@ def test_fast_equals_reference(monkeypatch, force, channels_last):
             assert torch.allclose(u, v, atol=1e-5, rtol=1e-6), cfg
     assert "native" in used
     if force:
-        assert {"dwsum", "fold", "conv", "native", "matmul"} <= used
+        assert {"conv", "native", "matmul"} <= used
 
 
 def test_unknown_impl_rejected():
