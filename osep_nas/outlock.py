@@ -171,6 +171,17 @@ def _write_record(fd: int) -> None:
         view = view[n:]
 
 
+@contextlib.contextmanager
+def _closed_on_error(fd: int):
+    """Close ``fd`` when the block raises (any exception, interrupts included), then re-raise."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+
+
 def _acquire(out: Path, lock: Path) -> int:
     """Take the lock of ``out``; returns the open descriptor that holds it."""
     flags_new = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -180,22 +191,17 @@ def _acquire(out: Path, lock: Path) -> int:
         except FileExistsError:
             pass
         else:
-            try:
-                got = _flock(fd)
-                if got is False:  # someone took over our fresh file before we locked it
+            with _closed_on_error(fd):
+                if _flock(fd) is False:  # someone took over our fresh file before we locked it
                     raise _busy(out, read_owner(lock))
                 _write_record(fd)
                 return fd
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                raise
         # the file exists: is its owner alive?
         try:
             fd = os.open(lock, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             continue  # released meanwhile: create it
-        try:
+        with _closed_on_error(fd):
             got = _flock(fd)
             owner = read_owner(lock)
             if got is False:  # the kernel lock is held
@@ -226,10 +232,6 @@ def _acquire(out: Path, lock: Path) -> int:
                 continue
             _write_record(fd)
             return fd
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
     raise ValueError(f"output folder {_shown(out)}: could not take its lock {LOCK_NAME} (it keeps changing)")
 
 

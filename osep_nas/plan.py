@@ -296,19 +296,9 @@ MAX_CHANNELS = 65536  # far beyond any real layer; larger sizes only exhaust mem
 
 
 @functools.lru_cache(maxsize=4096)
-def _osep_plan_cached(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: Union[int, Sequence[int]],
-    n_convs: Union[int, str] = 2,
-    gamma: float = 1.0,
-    channel_policy: str = "normal",
-    spatial: bool = False,
-    dilation: Union[int, Sequence[int]] = 1,
-    rounding: str = "divisor",
-    kernels: Optional[Sequence[Union[int, Sequence[int]]]] = None,
-) -> OSepPlan:
-    """Uncached body of :func:`osep_plan`."""
+def _osep_plan_cached(in_channels, out_channels, kernel_size, n_convs, gamma, channel_policy, spatial, dilation,
+                      rounding, kernels) -> OSepPlan:
+    """Uncached body of :func:`osep_plan` (the same arguments, all given, hashable)."""
     c_in = _positive_int(in_channels, "in_channels")
     c_out = _positive_int(out_channels, "out_channels")
     for name, c in (("in_channels", c_in), ("out_channels", c_out)):
