@@ -60,8 +60,8 @@ def main() -> None:
 
     spaces = {
         "NNI hub DARTS (darts ops)": lambda: StockDarts(width=args.width, num_cells=args.cells, dataset="cifar"),
-        "OSepDartsSpace darts ops": lambda: OSepDartsSpace("darts", width=args.width, num_cells=args.cells),
-        "OSepDartsSpace osep ops": lambda: OSepDartsSpace("osep", width=args.width, num_cells=args.cells),
+        "OSepDartsSpace darts ops": lambda: OSepDartsSpace("darts", init_channels=args.width, layers=args.cells),
+        "OSepDartsSpace osep ops": lambda: OSepDartsSpace("osep", init_channels=args.width, layers=args.cells),
     }
     times = {k: [] for k in spaces}
     with tempfile.TemporaryDirectory() as tmp:

@@ -155,10 +155,11 @@ class GenotypeSpace:
 
     # ------------------------------------------------------------------ helpers
     def build(self, candidate: Genotype) -> nn.Module:
-        """The proxy network (NetworkCIFAR at the proxy width/depth, no auxiliary head)."""
-        from osep_nas.networks import NetworkCIFAR
+        """The proxy network (the DARTS CIFAR network at the proxy width/depth, no auxiliary head)."""
+        from osep_nas.models import create_model
 
-        return NetworkCIFAR(self.init_channels, self.num_classes, self.layers, False, candidate)
+        return create_model("darts_cifar", genotype=candidate, init_channels=self.init_channels,
+                            layers=self.layers, num_classes=self.num_classes, auxiliary=False)
 
     def contains(self, candidate: Genotype) -> bool:
         """Whether ``candidate`` is a genotype of this space (ops, node count, inputs, concat)."""

@@ -281,12 +281,12 @@ class ParamsPenalizedDarts(DARTS):
 
 
 # ---------------------------------------------------------------------------------- sweep
-def tiny_space(width: int = 8, num_cells: int = 3, num_nodes: int = 4, op_candidates: Any = "osep",
+def tiny_space(init_channels: int = 8, layers: int = 3, num_nodes: int = 4, op_candidates: Any = "osep",
                input_size: int = 8) -> nn.Module:
     """A small :class:`~search_spaces.darts_space.OSepDartsSpace` for CPU one-shot runs on digits."""
     from search_spaces.darts_space import OSepDartsSpace
 
-    return OSepDartsSpace(op_candidates, width=width, num_cells=num_cells, num_nodes=num_nodes,
+    return OSepDartsSpace(op_candidates, init_channels=init_channels, layers=layers, num_nodes=num_nodes,
                           input_size=input_size)
 
 
