@@ -1,7 +1,7 @@
 """The multi-objective search as an NNI 3.0 multi-trial ``Strategy``.
 
 :class:`ParetoEvolution` wraps the core of ``search.strategy`` (:class:`strategies.cores.CoreSettings`:
-our regularized evolution by default, random, Optuna's NSGA-II or MOTPE; ``max_params``
+Optuna's NSGA-II by default, our regularized evolution, random or MOTPE; ``max_params``
 budget) so that::
 
     exp = NasExperiment(OSepDartsSpace(...), evaluator, ParetoEvolution(max_params=2e5))

@@ -27,9 +27,10 @@ RESUMABLE_CHANGES = ("search.trials", "search.budget_minutes", "search.workers",
 @dataclass
 class SearchSection:
     """The search algorithm, its trial protocol and its stopping rules."""
-    strategy: str = _f("evolution", "evolution (multi-objective regularized evolution, NSGA-II tournament) | "
-                       "random (uniform sampling, a baseline) | nsga2 (Optuna's NSGAIISampler, population "
-                       "search.population_size) | motpe (Optuna's multivariate multi-objective TPESampler)",
+    strategy: str = _f("nsga2", "nsga2 (Optuna's NSGAIISampler, population search.population_size; the default: "
+                       "best mean hypervolume in benchmarks/RESULTS.md) | evolution (our multi-objective "
+                       "regularized evolution, NSGA-II tournament) | random (uniform sampling, a baseline) | "
+                       "motpe (Optuna's multivariate multi-objective TPESampler)",
                        choices=STRATEGIES)
     trials: int = _f(24, "new architectures to train at rung 0 (failed ones count; over-budget ones are refused "
                          "untrained, not counted); promotions to higher rungs come on top", check="positive")

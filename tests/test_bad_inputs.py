@@ -56,7 +56,7 @@ TINY_TRAIN = ["--set", "data.image_size=8", "--set", "data.padding=1", "--set", 
               "--device", "cpu"]
 TINY_MODEL = ["--model", "resnet20", "--set", "model.width_mult=0.25"]
 TINY_DARTS = ["--set", "model.init_channels=4", "--set", "model.layers=3"]
-SEARCH = ["--set", "proxy.steps=5", "--set", "search.population_size=2", "--set", "search.sample_size=1",
+SEARCH = ["--set", "search.strategy=evolution", "--set", "proxy.steps=5", "--set", "search.population_size=2", "--set", "search.sample_size=1",
           "--set", "proxy.max_val_images=64", "--set", "output.plots=false", "--set", "search.round_size=1",
           "--set", "search.workers=1", "--set", "target.init_channels=8", "--set", "target.layers=5", "--quiet"]
 

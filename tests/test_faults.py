@@ -123,7 +123,8 @@ TRAIN = ["train", "--model", "resnet20", "--set", "model.width_mult=0.25", "--se
          "--set", "optim.schedule=exponential", "--set", "optim.gamma=0.7", "--set", "optim.step_epochs=0.5",
          "--set", "training.seed=5", "--epochs", "3", "--device", "cpu", "--quiet"]
 STEPS_PER_EPOCH = 4
-SEARCH = ["search", "--seed", "3", "--trials", "6", "--set", "search.population_size=3", "--set",
+SEARCH = ["search", "--seed", "3", "--trials", "6", "--set", "search.strategy=evolution", "--set",
+          "search.population_size=3", "--set",
           "search.sample_size=2", "--set", "space.op_candidates=osep_3x3,max_pool_3x3,skip_connect",
           "--set", "space.num_nodes=2", "--set", "proxy.init_channels=2", "--set", "proxy.steps=8",
           "--set", "proxy.batch_size=16", "--set", "output.plots=false", "--set", "search.workers=1",

@@ -35,7 +35,8 @@ SMALL_TARGET = {"model": "cifar10", "init_channels": 8, "layers": 5}
 # a tiny but real search: 2-channel proxy, 3 SGD steps per rung-0 trial (~0.1 s a trial),
 # 2 rungs (3/9 steps), rounds of 2 jobs, one process, a small target network (fast to count)
 TINY: Dict[str, Any] = {
-    "search": {"trials": 6, "population_size": 3, "sample_size": 2, "seed": 3, "round_size": 2, "workers": 1},
+    "search": {"strategy": "evolution", "trials": 6, "population_size": 3, "sample_size": 2, "seed": 3,
+               "round_size": 2, "workers": 1},
     "space": {"op_candidates": OPS3, "num_nodes": 2},
     "proxy": {"init_channels": 2, "layers": 3, "steps": 3, "batch_size": 16},
     "target": dict(SMALL_TARGET),
