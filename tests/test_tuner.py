@@ -72,7 +72,7 @@ def test_tuner_evolution_budget_front_and_resume(tmp_path, monkeypatch):
     sizes = [probe.space.cheap_metrics(random_genotype(probe.space.ops, 4, seed=s))["params"] for s in range(20)]
     budget = float(np.median(sizes))
 
-    tuner = ParetoTuner(population_size=4, sample_size=2, seed=3, max_params=budget)
+    tuner = ParetoTuner(strategy="evolution", population_size=4, sample_size=2, seed=3, max_params=budget)
     tuner.update_search_space(space)
     given = _drive(tuner, 10, fail={2})
     core = tuner.core
@@ -93,7 +93,7 @@ def test_tuner_evolution_budget_front_and_resume(tmp_path, monkeypatch):
     # a proposal in flight, then the dispatcher restarts (nnictl resume): state from the checkpoint
     in_flight = tuner.generate_parameters(10)
     tuner.save_checkpoint()
-    resumed = ParetoTuner(population_size=4, sample_size=2, seed=3, max_params=budget)
+    resumed = ParetoTuner(strategy="evolution", population_size=4, sample_size=2, seed=3, max_params=budget)
     resumed.load_checkpoint()
     resumed.update_search_space(space)  # the dispatcher sends the space again: state kept
     assert len(resumed.core.history) == 10
