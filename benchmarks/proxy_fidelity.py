@@ -12,7 +12,7 @@ with the high-fidelity accuracy, and of proxy #Params with target #Params.
 Every finished run is written at once to ``--out`` (one JSON per cell and setting), so a
 killed or timed-out run resumes where it stopped; ``--workers`` processes, 1 thread each.
 
-    python benchmarks/proxy_fidelity.py                    # the full study (about an hour on 2 cores)
+    python benchmarks/proxy_fidelity.py                    # the full study (about 80 min of 2 idle cores)
     python benchmarks/proxy_fidelity.py --report-only      # the table of what has finished
 """
 from __future__ import annotations
@@ -203,7 +203,7 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=12)
     p.add_argument("--seed", type=int, default=2026, help="seed of the cell sample")
     p.add_argument("--hifi-seeds", type=int, nargs="+", default=[0],
-                   help="seeds of the high-fidelity training (one seed of 12 cells is about an hour on 2 idle cores)")
+                   help="seeds of the high-fidelity training (one seed of 12 cells: about 80 min of 2 idle cores)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--report-only", action="store_true")
