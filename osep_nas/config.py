@@ -1,36 +1,10 @@
 """The project's one config loader: a declared schema, strict YAML, ``--set`` overrides.
 
-A config has four sections, each a dataclass with typed, defaulted fields::
-
-    model:    name, genotype, init_channels, layers, auxiliary, drop_path_prob,
-              width_mult, gamma, rounding, num_classes, extra
-    data:     dataset, root, download, batch_size, test_batch_size, image_size,
-              test_fraction, val_fraction, crop, padding, flip, cutout, color_jitter, normalize,
-              workers, on_device
-    optim:    lr, lr_min, momentum, weight_decay, nesterov, label_smoothing,
-              grad_clip, schedule, milestones, gamma, step_epochs
-    training: epochs, auxiliary_weight, seed, amp, channels_last, deterministic,
-              device, sync_bn, out, resume, log_every, log_steps,
-              max_steps_per_epoch, tensorboard
-
-Rules (every violation is one :class:`ConfigError`, a ``ValueError``, whose message
-names the key path, e.g. ``optim.lr: expected a number, got 'fast'``):
-
-* YAML is read with a ``yaml.SafeLoader`` subclass that also refuses aliases and
-  anchors (``*x`` / ``&x``, and so merge keys): aliases are how "billion laughs"
-  documents blow up, and a config never needs them.  Files over 1 MiB and files that
-  are not UTF-8 are refused.
-* Unknown keys are refused with a "did you mean" suggestion (also across sections:
-  ``optim.epochs`` suggests ``training.epochs``).
-* Types are strict: an integer field takes no ``2.5`` and no ``true``; a number field
-  takes integers; sizes must be positive.
-* Overrides ``KEY=VALUE`` (``--set optim.lr=0.05``): VALUE is parsed as YAML (same safe
-  loader), then validated as if it came from the file.  KEY may be a short alias, the
-  field name alone (``epochs=3`` means ``training.epochs``), when exactly one section
-  has that field; ``gamma`` is in ``model`` and ``optim`` and must be spelled out.
-  A whole section may be set as a mapping (``--set "optim={lr: 0.1, nesterov: true}"``)
-  and keys of the free ``model.extra`` mapping with a dotted path
-  (``--set model.extra.depth=20``).
+A training config has four sections (``model``, ``data``, ``optim``, ``training``), each a
+dataclass with typed, defaulted fields.  Every violation (unknown key, wrong type, YAML
+anchor or alias, a file over 1 MiB or not UTF-8) is one :class:`ConfigError`, a
+``ValueError`` naming the key path, so bad input stops a command before it writes anything.
+The fields, the rules and the ``--set KEY=VALUE`` syntax are in docs/config.md.
 """
 from __future__ import annotations
 
@@ -340,7 +314,7 @@ def load_config(path_or_dict: Union[str, "os.PathLike[str]", Mapping[str, Any], 
 
     ``path_or_dict``: a YAML file path, a mapping, an existing config (re-validated) or
     ``None`` (all defaults).  ``overrides``: ``KEY=VALUE`` strings applied in order on
-    top of it (see the module docstring).  Returns a ``schema`` instance (``Config``).
+    top of it (syntax: docs/config.md).  Returns a ``schema`` instance (``Config``).
     Raises :class:`ConfigError` (a ``ValueError``) or ``FileNotFoundError``.
     """
     if path_or_dict is None:

@@ -1,16 +1,9 @@
 """The one data vocabulary of the command line: ``--data digits|DIR``.
 
-``train``, ``eval --checkpoint``, ``study`` and ``search`` all take ``--data``:
-
-* ``digits`` - scikit-learn's bundled digits (embedded, no download);
-* ``DIR`` - a data folder whose kind is read from what it holds: CIFAR-10 python batches
-  (``data_batch_1`` ... ``test_batch``, directly or in ``cifar-10-batches-py/``), CIFAR-100
-  (``train``, ``test``, directly or in ``cifar-100-python/``) or an ImageFolder tree
-  (``train/`` and ``val/``).
-
-``--dataset cifar10|cifar100|imagenet`` is needed only where the folder does not say
-which (a folder holding both CIFAR-10 and CIFAR-100, or one not yet filled).  This
-module is light (no torch), so the command line can resolve it before training starts.
+``train``, ``eval --checkpoint``, ``study`` and ``search`` all take ``--data``: ``digits``
+(embedded) or a folder whose kind (CIFAR-10, CIFAR-100, ImageFolder) is read from what it
+holds; ``--dataset`` is needed only where the folder does not say which (docs/config.md).
+This module is light (no torch), so the command line can resolve it before training starts.
 """
 from __future__ import annotations
 

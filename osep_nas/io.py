@@ -1,17 +1,11 @@
 """File input and output.
 
-Output is atomic: write to a temporary file in the same folder, then rename.  A crash
-or a kill never leaves a half-written file under the final name, and a failed write
-never touches an existing file.
-
-Input of a user's file goes through ONE bounded reader, :func:`read_user_bytes` (and
-:func:`read_user_text` on top of it): it refuses anything that is not a regular file
-(a folder, ``/dev/urandom``, ``/dev/zero``, a FIFO, a socket) before opening it, opens
-without blocking, reads at most ``max_bytes + 1`` bytes whatever the file claims, and
-reports every refusal as one line (``FileNotFoundError`` for a missing path,
-``ValueError`` otherwise).  Genotype files, YAML configs, search spaces, checkpoints,
-logs and search state are all read this way, so no input can hang a command or fill
-the memory.
+Output is atomic: write to a temporary file in the same folder, then rename, so a crash
+never leaves a half-written file and a failed write never touches an existing one.  Input of
+a user's file goes through ONE bounded reader, :func:`read_user_bytes` (and
+:func:`read_user_text`): only regular files, read without blocking and at most
+``max_bytes + 1`` bytes, every refusal one line, so no input can hang a command or fill the
+memory.  See docs/security.md.
 """
 from __future__ import annotations
 

@@ -1,21 +1,10 @@
 """A timm-like model registry: ``create_model(name, **kw)``, ``list_models()``, ``register_model``.
 
-Every factory takes the same keyword names where they make sense: ``num_classes``,
-``width_mult``, ``gamma``, ``rounding`` (all models); ``n_convs`` and ``channel_policy``
-on every model with osep convolutions (the four plan keywords reach them and are
-ignored elsewhere); for the DARTS networks also ``init_channels``, ``layers``,
-``auxiliary``, ``drop_path_prob``, ``genotype``.  The defaults are the paper's
-configurations (see ``osep_nas.reference``): o-ResNet width multipliers
-3.625/3.75/3.875/3.875, d-ResNet 2.72/2.75/2.75/2.75, and the DARTS sizes of
-:data:`DARTS_NETWORKS`, the one table of them.
-
-Every model comes back with ``model.default_input_size`` ((3, 32, 32) for CIFAR,
-(3, 224, 224) for ImageNet) and ``model.model_name``.  DARTS models default to
-``auxiliary=False`` (forward always returns logits); the paper's recipes train with
-``auxiliary=True``, which makes training-mode forward return ``(logits, logits_aux)``.
-
-Model names are matched case-insensitively with ``-`` read as ``_`` ("o-ResNet20"
-is ``o_resnet20``).  Unknown names raise ValueError with the closest names.
+One place builds every network of the paper (CIFAR ResNets, MobileNet, DARTS networks, in
+their conv, d- and o- forms) with the paper's default sizes (:mod:`osep_nas.reference`,
+:data:`DARTS_NETWORKS`) and one set of keyword names, so configs, studies and ``profile``
+name models the same way.  Names match case-insensitively with ``-`` read as ``_``; unknown
+names raise ValueError with the closest ones.  Keywords and defaults: docs/config.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,12 @@
 """The one op registry: DARTS primitives and their osep replacements.
 
 ``OPS[name](C, stride, affine)`` builds a candidate operation mapping C channels to C
-channels (spatially reduced by ``stride``), the DARTS repository's convention, so
-DARTS code that does ``from operations import *`` runs unchanged with
-``from osep_nas.ops import *``.  The osep factories also take the plan's keywords
-(``rounding``, ``gamma``, ``n_convs``, ``channel_policy``); the other factories
-accept and ignore them, so a network builder can pass one set of keywords to all.
-
-Replacement rule of the paper: ``sep_conv_KxK`` (two stacks of ReLU, depth-wise KxK,
-point-wise 1x1, BN) becomes ``osep_KxK`` (two stacks of ReLU, osep KxK, BN);
-``dil_conv_KxK`` (ReLU, dilated depth-wise, point-wise, BN) becomes
-``osep_dil_KxK`` (ReLU, dilated osep KxK, BN); ``sosep_KxK`` is the spatial form.
+channels (spatially reduced by ``stride``), the DARTS repository's convention, so DARTS
+code that does ``from operations import *`` runs unchanged with ``from osep_nas.ops import *``.
+The osep factories also take the plan's keywords (``rounding``, ``gamma``, ``n_convs``,
+``channel_policy``); the others accept and ignore them, so a builder passes one set to all.
+The paper's rule ``sep_conv_KxK`` -> ``osep_KxK``, ``dil_conv_KxK`` -> ``osep_dil_KxK``
+(``sosep_KxK``: the spatial form) is spelled out in docs/config.md.
 """
 from __future__ import annotations
 

@@ -1,37 +1,12 @@
 """One writer per output folder: a lock file in ``--out`` held for the whole run.
 
-``osep-nas train``, ``study`` and ``search`` write their output folder for minutes to
-days; two of them on one folder (a run and its ``--resume`` started by mistake, two
-terminals, two cluster jobs) would interleave their files.  Each of them therefore
-holds the folder's lock while it writes::
-
-    from osep_nas.outlock import hold_out_dir
-
-    with hold_out_dir(out):          # creates OUT if needed; ValueError when another process holds it
-        ...                          # write OUT/*
-
-The lock is the file ``OUT/.osep-nas.lock`` (:data:`LOCK_NAME`):
-
-* created atomically (``O_CREAT | O_EXCL``), holding one JSON line with the owner's pid,
-  host name and start time (for the message a second process prints);
-* the owner also holds an exclusive ``flock`` on it; the kernel drops that lock when the
-  owner dies, even by ``kill -9``;
-* a second process finds the ``flock`` held and the owner's pid alive (on this host, or
-  on another host, which cannot be checked) and gets ONE line, as ``ValueError``::
-
-      output folder runs/x is in use by pid 4242 (started 2026-12-03 13:40:01); wait for it or
-      choose another --out
-
-* a lock whose owner is gone (the ``flock`` free, or the pid dead on this host) is stale
-  and taken over silently, so a run killed with ``kill -9`` resumes with ``--resume``;
-* on exit (normal or by an exception) the lock file is removed, and an OUT that
-  :func:`hold_out_dir` created and that is still empty is removed too (bad input found
-  inside the ``with`` leaves nothing behind).
-
-The lock file is not part of a run's output: "is the folder empty / does it hold a run"
-checks must ignore it (:func:`out_entries` lists a folder without it).  The lock is
-re-entrant within one process (a command that holds OUT may call a library function
-that takes the same lock).
+``osep-nas train``, ``study`` and ``search`` write their output folder for minutes to days;
+two of them on one folder would interleave their files, so each holds
+``with hold_out_dir(out): ...`` while it writes.  The lock is ``OUT/.osep-nas.lock``
+(:data:`LOCK_NAME`), created with ``O_EXCL`` and held with ``flock``: a second process gets
+a one-line ``ValueError``, a lock whose owner died (even by ``kill -9``) is taken over, and
+the lock is re-entrant within one process.  It is not part of a run's output
+(:func:`out_entries` lists a folder without it).  Rules: docs/security.md.
 """
 from __future__ import annotations
 
@@ -256,8 +231,8 @@ def _release(lock: Path, fd: int) -> None:
 
 @contextlib.contextmanager
 def hold_out_dir(out: PathLike) -> Iterator[Path]:
-    """Hold the output folder ``out`` for the duration of the ``with`` block (see the module
-    docstring); yields ``Path(out)``.  Creates ``out`` (and missing parents) when needed.
+    """Hold the output folder ``out`` for the duration of the ``with`` block (see
+    docs/security.md); yields ``Path(out)``.  Creates ``out`` (and missing parents) when needed.
 
     ValueError (one line) when another live process holds it or it cannot be created
     (exists as a file, parent not writable); a stale lock is taken over."""

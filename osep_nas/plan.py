@@ -1,33 +1,11 @@
 """Planning an optimized separable convolution (Theorem 1 / Algorithm 1 of the paper).
 
-A K_H x K_W convolution C_in -> C_out becomes N grouped convolutions in a row,
-convolution l mapping C_l -> C_{l+1} channels with g_l groups and kernel K_l, with
-a channel shuffle between two convolutions.  ``osep_plan`` chooses the internal
-channels, kernels and groups; ``OSepConv2d`` builds the module from the plan.
-
-Integer group choice (``rounding``):
-
-* ``"divisor"`` (default): an exact search over the group tuples PyTorch can run
-  without any copy (g_l divides both C_l and C_{l+1}), minimising #Params subject to
-  the channel condition n_1 ... n_N >= gamma * C_1 (n_l = C_l / g_l).  With the
-  ShuffleNet shuffle between the convolutions this condition is also sufficient for
-  the volumetric receptive field when gamma >= 1: every output channel sees every
-  input channel over the whole window (``OSepPlan.connectivity`` checks it on the
-  plan, the tests check it on the module).  The search is a dynamic programme over
-  the product of the groups, keeping only the (product, #Params) Pareto states, so
-  it is exact for any N.  Because the feasible set only shrinks as gamma grows,
-  #Params never decrease with gamma.
-* ``"paper"``: Algorithm 1's integer step: g_l = min(ceil(C_l / n_l), C_l, C_{l+1})
-  from the real-valued optimum, channels padded where the groups do not divide them.
-  The first convolution takes ceil(C_1 / g_1) inputs per group and only builds the
-  groups that see a real input channel (a group of padding only would compute zeros);
-  internal channels are widened to a multiple of both neighbouring group counts and the
-  output is cut back to C_out.  With the paper's projection shortcuts this reproduces
-  every o-ResNet FLOPs figure of Table 6 to its printed digits and the #Params within
-  0.4 % (``tests/test_paper_tables.py``).  Where the ceil'd groups would break full
-  connectivity (gamma >= 1), the internal channels are widened until it holds.
-
-``plan.params`` is exactly the number of weights the module holds (bias excluded).
+A K_H x K_W convolution C_in -> C_out becomes N grouped convolutions in a row with a channel
+shuffle between two of them.  :func:`osep_plan` chooses the internal channels, kernels and
+groups (``rounding="divisor"``: an exact search over groups PyTorch runs without copies;
+``"paper"``: Algorithm 1's ceil'd groups with channel padding); :class:`OSepPlan` holds the
+result, and ``plan.params`` is exactly the number of weights the module holds (bias
+excluded).  The two rounding rules are described in docs/config.md.
 """
 from __future__ import annotations
 
@@ -272,7 +250,7 @@ def osep_plan(
         spatial: spatial osep: K x 1 then 1 x K instead of one K x K.
         dilation: dilation of the kernel-carrying convolution(s).
         rounding: ``"divisor"`` (exact search over divisor groups, no copies; default)
-            or ``"paper"`` (ceil of Algorithm 1 with channel padding, see the module docstring).
+            or ``"paper"`` (ceil of Algorithm 1 with channel padding, see docs/config.md).
         kernels: optional internal kernel sizes, one per convolution; they must satisfy
             sum_l K_l - (N - 1) = K in each direction.
 

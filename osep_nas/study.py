@@ -1,26 +1,10 @@
 """Studies: a grid of training runs (models x seeds) with one table and plots at the end.
 
-A study file (``examples/studies/*.yaml``) names a training recipe, the seeds, and the
-runs, each a model of the registry with its own overrides::
-
-    study:
-      name: resnet_families
-      recipe: ../configs/resnet_cifar10.yaml   # relative to the study file
-      seeds: [0, 1]
-      epochs: 15                               # training.epochs of every run
-      set: ["data.batch_size=64"]              # overrides for every run
-      runs:
-        ResNet20:   {model: resnet20}
-        o-ResNet20: {model: o_resnet20}
-        o-ResNet20 gamma=4: {model: o_resnet20, gamma: 4, set: ["model.width_mult=3.625"]}
-
-Every run is an ordinary ``osep_nas.train.train`` call writing to
-``OUT/<run>/seed<k>/``; a run with a ``summary.json`` is done and skipped, a run with a
-``last.pt`` resumes, so a killed study continues where it stopped.  At the end the study
-writes ``results.csv`` (one row per run and seed), ``results.md`` (mean and std over seeds)
-and plots: accuracy vs #Params (``accuracy_vs_params.png``) and, when runs declare
-``gamma``, accuracy vs gamma (``accuracy_vs_gamma.png``).  Accuracy is the test top-1 after
-the LAST epoch (the best epoch on the test split would be an optimistic pick).
+A study file (``examples/studies/*.yaml``) names a training recipe, the seeds and the runs;
+every run is an ordinary :func:`osep_nas.train.train` call in ``OUT/<run>/seed<k>/``, done
+runs are skipped and killed ones resume, and the study ends with ``results.csv``,
+``results.md`` and accuracy plots (test top-1 after the last epoch).  The file format and
+outputs are in docs/config.md.
 """
 from __future__ import annotations
 

@@ -1,18 +1,12 @@
 """Synchronized BatchNorm2d for CPU (gloo) data-parallel training.
 
-PyTorch's ``nn.SyncBatchNorm`` runs on CUDA tensors only.  :class:`SyncBatchNorm2d`
-computes the same thing with plain collectives: in training mode, when a process group
-with more than one rank is up, each rank reduces its batch to per-channel (count, sum,
-sum of squares), one differentiable all-reduce adds them over the ranks, and the batch
-is normalized with the global mean and biased variance.  Gradients flow through the
-all-reduce, so a DDP step equals one process stepping on the concatenated global batch.
-Running statistics get the global mean and unbiased variance with the momentum rule of
-``nn.BatchNorm2d`` (``num_batches_tracked`` included).  In eval mode, or without a
-process group, the module is exactly ``nn.BatchNorm2d``; its parameters, buffers and
-``state_dict`` keys are those of ``nn.BatchNorm2d``, so checkpoints load either way.
-
-:func:`convert_sync_batchnorm` swaps every ``nn.BatchNorm2d`` of a model in place of
-``nn.SyncBatchNorm.convert_sync_batchnorm`` (which the trainer keeps on CUDA).
+PyTorch's ``nn.SyncBatchNorm`` runs on CUDA tensors only.  :class:`SyncBatchNorm2d` does the
+same with plain collectives: in training mode with more than one rank, one differentiable
+all-reduce of per-channel (count, sum, sum of squares) gives the global mean and variance
+(running statistics: ``nn.BatchNorm2d``'s momentum rule), so a DDP step equals one process
+stepping on the global batch.  In eval mode or without a process group it is exactly
+``nn.BatchNorm2d``, with the same ``state_dict`` keys.  :func:`convert_sync_batchnorm` swaps
+every ``nn.BatchNorm2d`` of a model in place.
 """
 from __future__ import annotations
 

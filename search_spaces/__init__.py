@@ -1,21 +1,11 @@
 """DARTS-style cell search spaces with osep primitives, for NNI 3.0 and for nnictl.
 
-* :mod:`search_spaces.darts_space`: :class:`OSepDartsSpace` (the NNI 3.0 model space) and
-  :class:`OSepDartsNet` (one genotype on the same skeleton, what ``space.freeze(arch)``
-  returns); :mod:`search_spaces.profilers`: NNI profiler formulas and helpers
-  (``params_profiler``, ``paper_flops_profiler``, ``arch_probs``, ``expected_params``).
-* :mod:`search_spaces.presets`: ``PRESETS`` (``osep``, ``darts``, ``darts+osep``).
-* :mod:`search_spaces.hpo`: the same space in nnictl's HPO format (``to_nni_search_space``,
-  ``params_to_genotype``, ``genotype_to_params``, ``check_search_space``);
-  :mod:`search_spaces.cli_space`: the ``osep-nas space`` command.
-* :mod:`search_spaces.nni_hub`: the osep ops in NNI's hub op table.
-
-The names above are also attributes of this package, loaded on first use, so
-``import search_spaces`` stays light (no torch/NNI import) for the command line and for
-nnictl trial code.  Importing this package registers the osep ops into NNI's hub op
-table (``nni.nas.hub.pytorch.nasnet.OPS``): at once when NNI's hub is already imported,
-else by an import hook the moment it is, so ``nni.nas.hub.pytorch.NDS(['osep_3x3', ...])``
-builds either way.
+:mod:`~search_spaces.darts_space` (the NNI 3.0 model space), :mod:`~search_spaces.profilers`,
+:mod:`~search_spaces.presets`, :mod:`~search_spaces.hpo` (the nnictl HPO format) and
+:mod:`~search_spaces.nni_hub`.  Their names are attributes of this package, loaded on first
+use, so ``import search_spaces`` stays light (no torch/NNI) for the command line and nnictl
+trials.  Importing it registers the osep ops into NNI's hub op table (at once, or by an import
+hook when NNI's hub is imported later).  Reference: docs/strategies.md.
 """
 from __future__ import annotations
 

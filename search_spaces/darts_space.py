@@ -1,17 +1,10 @@
 """The DARTS cell search space with osep primitives, as an NNI 3.0 model space.
 
-:class:`OSepDartsSpace` is the DARTS network of :mod:`osep_nas.networks.darts` (its
-skeleton: stem, cells, reductions, auxiliary head, classifier) with a search edge in
-place of every fixed op.  Every normal cell shares one set of choices, every reduction
-cell another (one genotype), labelled like NNI's own DARTS space::
-
-    normal/op_{i}_{k}     the op of edge k (0 or 1) of the node with state index i (2..num_nodes+1)
-    normal/input_{i}_{k}  its input, an InputChoice over states 0..i-1, sampled as [j]
-    reduce/...            the same for reduction cells
-
-so ``osep_nas.genotypes.genotype_to_arch`` / ``arch_to_genotype`` convert samples.
-``space.freeze(arch)`` (and NNI's multi-trial engines) return an :class:`OSepDartsNet`:
-``NetworkCIFAR`` with the space's arguments, fresh weights, no NNI modules.
+:class:`OSepDartsSpace` is the DARTS network of :mod:`osep_nas.networks.darts` with a search
+edge in place of every fixed op, one set of choices for the normal cells and one for the
+reduction cells (one genotype), labelled like NNI's own DARTS space (``normal/op_{i}_{k}``,
+``normal/input_{i}_{k}``, ``reduce/...``; docs/strategies.md).  ``space.freeze(arch)``
+returns an :class:`OSepDartsNet`: ``NetworkCIFAR`` with fresh weights and no NNI modules.
 """
 from __future__ import annotations
 

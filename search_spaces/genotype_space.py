@@ -1,22 +1,10 @@
 """A search-space adapter over DARTS genotypes for :class:`~strategies.evolution.ParetoEvolutionCore`.
 
-A candidate is a canonical :class:`~osep_nas.genotypes.Genotype`: a normal and a reduction
-cell of ``num_nodes`` intermediate nodes, each fed by two ``(op, input)`` edges, the cell output
-concatenating every intermediate node. By default each edge picks its input on its own, as in
-the project's NNI space (``search_spaces``: one InputChoice per edge) and
-``osep_nas.genotypes.random_genotype``; ``distinct_inputs=True`` makes the two edges of a node
-read different states, as DARTS' derivation does. Ops come from a preset of
-:mod:`search_spaces.presets` (``osep``, ``darts``, ``darts+osep``) or an explicit list; ``none``
-is left out by default, as DARTS' derivation does.
-
-The adapter implements the evolution's protocol: :meth:`~GenotypeSpace.random_sample`,
-:meth:`~GenotypeSpace.mutate` (exactly one op or one input of one edge changes),
-:meth:`~GenotypeSpace.key` (the two edges of a node are unordered, since their outputs are
-summed, so equivalent genotypes share a key), :meth:`~GenotypeSpace.encode` /
-:meth:`~GenotypeSpace.decode` (JSON) and :meth:`~GenotypeSpace.cheap_metrics`: #Params and
-FLOPs of the TARGET network (:mod:`search_spaces.target`, default the 36-channel 20-cell
-CIFAR-10 network), with the proxy network's own counts as diagnostics, all from the
-project's one counter and cached per key. The NNI strategy and the nnictl tuner reuse it.
+:class:`GenotypeSpace` gives the multi-trial strategies what they need of a cell space:
+random samples, one-edge mutations, a key shared by equivalent genotypes, JSON encoding,
+and ``cheap_metrics`` (#Params and FLOPs of the TARGET network, counted before any
+training, so over-budget cells are never trained).  The search, the NNI strategy and the
+nnictl tuner share it.  Candidates, ops and keys are described in docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -53,8 +41,8 @@ def resolve_op_candidates(spec: Union[str, Sequence[str]], exclude_none: bool = 
 
 
 class GenotypeSpace:
-    """DARTS cell genotypes over ``ops`` with ``num_nodes`` nodes per cell (see the module
-    docstring). ``init_channels``, ``layers``, ``num_classes`` and ``input_size`` describe the
+    """DARTS cell genotypes over ``ops`` with ``num_nodes`` nodes per cell (see
+    docs/strategies.md). ``init_channels``, ``layers``, ``num_classes`` and ``input_size`` describe the
     proxy network that :meth:`build` makes; ``target`` (a :class:`~search_spaces.target.Target`,
     a preset name or ``None`` for the CIFAR-10 network) the network :meth:`cheap_metrics` counts."""
 

@@ -1,18 +1,10 @@
 """The osep cell space in nnictl's HPO search-space format (``searchSpaceFile``).
 
-One ``{"_type": "choice", "_value": [...]}`` per edge op and per edge input, for the
-normal and the reduction cell, keyed with the labels of the NNI 3.0 model space
-(:mod:`search_spaces.darts_space`)::
-
-    "normal/op_2_0":    {"_type": "choice", "_value": ["none", "max_pool_3x3", ...]}
-    "normal/input_2_0": {"_type": "choice", "_value": [0, 1]}
-    ...
-    "reduce/input_5_1": {"_type": "choice", "_value": [0, 1, 2, 3, 4]}
-
-A tuner's parameters (``nni.get_next_parameter()``) map to a genotype with
-:func:`params_to_genotype`; the inverse is :func:`genotype_to_params` (inputs are plain
-ints here, ``[j]`` lists in NNI's model-space samples; both are accepted).
-This module needs neither torch nor NNI.
+One ``{"_type": "choice", ...}`` per edge op and per edge input of the normal and the
+reduction cell, keyed with the labels of the NNI 3.0 model space (``normal/op_2_0``,
+``normal/input_2_0`` ...; format in docs/strategies.md).  :func:`params_to_genotype` and
+:func:`genotype_to_params` convert a tuner's parameters.  This module needs neither torch
+nor NNI.
 """
 from __future__ import annotations
 

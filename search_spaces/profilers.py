@@ -1,30 +1,11 @@
 """NNI 3.0 profiler support for the osep modules and :class:`OSepDartsSpace`.
 
 NNI's profilers (``NumParamsProfiler``, ``FlopsProfiler``, ``ExpectationProfilerPenalty``)
-run a symbolic shape inference over the space and sum per-module formulas into an
-expression of the choices.  They know ``torch.nn`` layers and NNI's choice modules
-only, so formulas are registered when the modules' owners are imported: this module
-registers those of ``osep_nas`` (:func:`register_formulas`, run at its import) and
-``search_spaces.darts_space`` registers its ``SearchEdge`` with :func:`register_flops`:
-
-* leaf modules with shape and FLOPs/params formulas: ``OSepConv2d`` (its channel
-  shuffle is a reshape/transpose NNI cannot follow), ``osep_nas.ops.FactorizedReduce``
-  (offset slice and pad), ``osep_nas.ops.Zero`` (``x * 0.``), the auxiliary head's ``AuxPool``;
-* zero-cost formulas for pooling and identity modules (no "not counted" warnings);
-* ``AuxiliaryHead``: counted as zero, like ``osep_nas.count_params`` (the paper excludes it);
-* ``SearchEdge``: params/FLOPs as an expression of its op choice and, in reduction
-  cells, of its input choice (stride-2 ``skip_connect`` is a ``FactorizedReduce`` with
-  weights, stride-1 is an identity).
-
-Conventions: with NNI's default counter config (BN params counted), ``NumParamsProfiler``
-equals ``osep_nas.count_params`` of the frozen network.  ``FlopsProfiler`` counts
-biases, batch norm and activations by default; :func:`paper_flops_profiler` switches
-those off, which gives the paper's multiply-adds, equal to ``osep_nas.count_flops``.
-
-Input choices appear in the expressions through :class:`InputIndex`, a ``Categorical``
-over ``0..i-1`` that carries the InputChoice's label and also accepts NNI's ``[j]``
-sample form, so both ``profile(arch)`` and ``ExpectationProfilerPenalty`` (whose
-distributions come from DARTS' ``export_probs``: ``{0: p0, 1: p1, ...}``) evaluate it.
+know ``torch.nn`` layers and NNI's choice modules only.  This module registers shape and
+FLOPs/params formulas for the osep modules (:func:`register_formulas`, run at import), so
+the profilers agree with the project's counter (``osep_nas.count_params``; and
+``count_flops`` through :func:`paper_flops_profiler`), and offers :func:`arch_probs` and
+:func:`expected_params` for one-shot search.  Formulas and conventions: docs/strategies.md.
 """
 from __future__ import annotations
 

@@ -1,21 +1,10 @@
 """``osep-nas export``: the report of an nnictl experiment or of an ``osep-nas search`` folder.
 
-``--experiment`` takes an nnictl experiment ID (looked up in nnictl's experiment list,
-``~/nni-experiments/.experiment``, then in ``~/nni-experiments/ID``), an experiment folder
-(``<experimentWorkingDirectory>/<ID>``, holding ``db/nni.sqlite``), the sqlite file itself, or
-an ``osep-nas search`` output folder (``trials.jsonl``). NNI's database is read directly, read
-only, with :mod:`sqlite3` (tables ``TrialJobEvent``, ``MetricData``, ``ExperimentProfile``), so
-it works while the experiment runs and after it stopped, without the NNI manager.
-
-Each trial becomes a ``trials.jsonl`` record (``trial`` = NNI's sequence number, ``trial_id``,
-``status``, ``accuracy`` = the final metric's ``default``, the metric's other keys such as
-``params``/``flops``, and ``genotype`` from the parameters), and the report is the main job's
-(:func:`strategies.report.write_report`): the front table on stdout, ``pareto.yaml``,
-``pareto.png``, ``knee_genotype.yaml``, ``knee_normal.png``, ``knee_reduce.png``, plus
-``trials.jsonl``. A trial whose metric lacks ``params``/``flops`` (a float metric) gets them
-counted on the target network of the experiment's tuner classArgs (``--target`` otherwise).
-A search folder's jobs are reduced to one record per trial, its highest rung.
-Objectives: ``--objectives``, else the tuner's classArgs, else accuracy:max,params:min.
+``--experiment`` is an nnictl experiment ID, its folder or sqlite file (NNI's database read
+directly and read only, so it works without the NNI manager), or a search output folder.
+Each trial becomes a ``trials.jsonl`` record and the report is the main job's
+(:func:`strategies.report.write_report`).  How sources are found, the record fields and the
+defaults are in docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -66,7 +55,7 @@ def _nni_home() -> Path:
 
 
 def find_source(text: str) -> Source:
-    """Resolve ``--experiment`` (see the module docstring); FileNotFoundError when nothing matches."""
+    """Resolve ``--experiment`` (see docs/strategies.md); FileNotFoundError when nothing matches."""
     p = Path(text).expanduser()
     if p.is_file():
         if p.name == "trials.jsonl":
@@ -246,7 +235,7 @@ def _search_objectives(folder: Path) -> Optional[List[str]]:
 
 def export(experiment: str, out: Union[str, Path, None] = None, objectives: Optional[Sequence[str]] = None,
            plots: bool = True, target: Optional[str] = None, print_table: bool = True) -> Any:
-    """Write the report of ``experiment`` (see the module docstring) into ``out`` (default
+    """Write the report of ``experiment`` (see docs/strategies.md) into ``out`` (default
     ``runs/export-<name>``); returns :class:`strategies.report.Report`."""
     from osep_nas.io import atomic_write_text
 

@@ -1,18 +1,10 @@
 """``osep-nas trial`` (also ``python -m strategies.cli_trial``): the nnictl trial command.
 
-One trial of an nnictl experiment driven by :class:`~strategies.tuner.ParetoTuner` (or any
-tuner over the ``osep-nas space`` search space): ``nni.get_next_parameter()`` ->
-:func:`search_spaces.hpo.params_to_genotype` -> the trial protocol of ``osep-nas search``
-(:func:`strategies.proxy.proxy_train`: the proxy network trained on the training part of the
-proxy data, scored on the validation part; the test split is never read) ->
-``nni.report_final_result({"default": validation accuracy, "params": n, "flops": f,
-"proxy_params": p, "train_loss": l})``, #Params and FLOPs counted on the target network.
-
-The config is a search config (``--config``, ``--set``; same schema and defaults as
-``osep-nas search``): its ``proxy`` and ``target`` sections and ``search.seed`` matter. A
-trial trains ``proxy.steps`` steps (rung 0): nnictl runs one fidelity, since NNI's tuners
-receive final results only. Outside nnictl, ``--params`` (JSON text or file) gives the
-parameters, so a trial can be replayed by hand; the result is also printed as one JSON line.
+One trial of an nnictl experiment: ``nni.get_next_parameter()`` -> a genotype -> the trial
+protocol of ``osep-nas search`` (:func:`strategies.proxy.proxy_train`, validation split only)
+-> ``nni.report_final_result({"default": accuracy, "params": n, "flops": f, ...})``, #Params
+and FLOPs counted on the target network.  ``--params`` replays a trial outside nnictl.
+Details: docs/strategies.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,10 @@
 """Multi-objective regularized evolution: the algorithm core, independent of NNI.
 
 :class:`ParetoEvolutionCore` proposes candidates with :meth:`~ParetoEvolutionCore.ask` and
-receives their metrics with :meth:`~ParetoEvolutionCore.tell`. An NNI 3.0 ``Strategy``
-or an nnictl ``Tuner`` wraps it; it knows nothing of either. The algorithm is regularized
-evolution (Real et al., 2019) with an NSGA-II selection rule:
-
-* the population is a FIFO of the last ``population_size`` successful results (aging: the
-  oldest is dropped whatever its quality, which keeps the search from stalling on lucky
-  early results);
-* while the population holds fewer than ``population_size`` results, proposals are random
-  samples (so the initial population is random; failures are replaced);
-* afterwards each proposal mutates a parent chosen by a tournament among ``sample_size``
-  population members drawn at random: lowest Pareto rank wins, then largest crowding
-  distance (both computed over the whole population), then the earlier drawn;
-* candidates already proposed, and candidates over the ``max_params`` budget (known before
-  training from the space's ``cheap_metrics``), are never proposed; over-budget ones are
-  counted as rejected.
-
-All randomness comes from one ``random.Random(seed)`` passed to the space, so a run is
-reproducible, and :meth:`~ParetoEvolutionCore.state_dict` captures everything (random state,
-history, population, pending proposals) as JSON-compatible data: a killed search resumed
-with :meth:`~ParetoEvolutionCore.load_state_dict` proposes exactly what the uninterrupted
-one would have, and telling a result twice is ignored, so nothing is lost or counted twice.
+receives their metrics with :meth:`~ParetoEvolutionCore.tell`; an NNI 3.0 ``Strategy`` or an
+nnictl ``Tuner`` wraps it.  The algorithm is regularized evolution (Real et al., 2019) with an
+NSGA-II tournament, and its state (random state included) is JSON data, so a resumed search
+proposes exactly what an uninterrupted one would.  The rules are in docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -209,7 +192,7 @@ class TrialLog(Generic[C]):
 
 
 class ParetoEvolutionCore(TrialLog[C]):
-    """Ask/tell multi-objective regularized evolution (see the module docstring).
+    """Ask/tell multi-objective regularized evolution (see docs/strategies.md).
 
     ``objectives``: e.g. ``[Objective("accuracy", "max"), Objective("params", "min")]`` or
     ``["accuracy:max", "params:min"]``. ``max_params``: upper bound on

@@ -1,33 +1,11 @@
 """The multi-objective search as an NNI 3.0 multi-trial ``Strategy``.
 
-:class:`ParetoEvolution` wraps the core of ``search.strategy`` (:class:`strategies.cores.CoreSettings`:
-Optuna's NSGA-II by default, our regularized evolution, random or MOTPE; ``max_params``
-budget) so that::
-
-    exp = NasExperiment(OSepDartsSpace(...), evaluator, ParetoEvolution(max_params=2e5))
-    exp.run()
-    exp.export_top_models(top_k=5, formatter="dict")   # members of the Pareto front
-
-explores a DARTS cell space (the ``normal/op_{i}_{k}`` / ``normal/input_{i}_{k}`` labels of
-:class:`~search_spaces.darts_space.OSepDartsSpace`) for accuracy and #Params at once.
-
-* Candidates are genotypes of a :class:`ModelSpaceGenotypes` adapter, the
-  :class:`~search_spaces.genotype_space.GenotypeSpace` of ``osep-nas search`` with its ops and node
-  count read from the NNI space, and its #Params/FLOPs (``cheap_metrics``) counted by the
-  project's one counter on the very network a trial receives (the frozen model), *before*
-  training. An architecture above ``max_params`` is therefore never submitted.
-* Trials report accuracy with ``nni.report_final_result``: a float, or a dict whose
-  ``"default"`` is the accuracy (NNI's convention) and whose other numeric keys (``params``,
-  ``flops``, ``train_loss``...) are kept. NNI itself reduces a dict metric to its default, so
-  the strategy listens to the raw final-metric event.
-* :meth:`ParetoEvolution.front` gives the front's records (the ``trials.jsonl`` records of
-  ``osep-nas search`` plus the arch dict), :meth:`~ParetoEvolution.list_models` (hence
-  ``export_top_models``) yields front members only, best first objective first, and
-  :meth:`~ParetoEvolution.write_report` writes the main job's report.
-
-Works with any NNI execution engine (the in-process sequential one, or training services:
-callbacks may then come from another thread, so the core is guarded by a lock) and with the
-``simplified`` and ``raw`` model formats.
+:class:`ParetoEvolution` wraps the ask/tell core of ``search.strategy``
+(:class:`strategies.cores.CoreSettings`) so that ``NasExperiment(OSepDartsSpace(...),
+evaluator, ParetoEvolution(max_params=2e5))`` explores a DARTS cell space for accuracy and
+#Params at once; architectures over ``max_params`` are never submitted, and
+``export_top_models`` yields members of the Pareto front.  Usage and rules:
+docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -127,7 +105,7 @@ class ModelSpaceGenotypes(GenotypeSpace):
 
 
 class ParetoEvolution(Strategy):
-    """NNI 3.0 strategy: multi-objective search (see the module docstring).
+    """NNI 3.0 strategy: multi-objective search (see docs/strategies.md).
 
     Args:
         strategy: as ``search.strategy`` of ``osep-nas search`` (evolution | random | nsga2 |

@@ -1,31 +1,10 @@
 """Params-aware one-shot search: DARTS whose architecture loss pays for the expected #Params.
 
-:class:`ParamsPenalizedDarts` is NNI 3.0's :class:`~nni.nas.strategy.DARTS` (first order, the
-same supernet, optimizers and Lightning loop) with one change in the architecture step::
-
-    loss_arch = CE(val batch) + lam * E_alpha[#Params] / params_scale
-
-``E_alpha[#Params]`` is the expected #Params of the TARGET network (the search's objective,
-:mod:`search_spaces.target`; default the 36-channel 20-cell CIFAR-10 network) under
-:func:`search_spaces.profilers.arch_probs` of the supernet:
-:class:`~search_spaces.target.TargetParamsExpectation`, every candidate op counted by the
-project's one counter at the target's channels, exact for a one-hot choice and
-differentiable in the architecture weights (NNI's own ``penalty=`` reads ``export_probs()``
-floats, so it has no gradient). ``target=None`` penalises the searched network's own
-#Params instead (:func:`search_spaces.profilers.params_profiler`). ``params_scale`` defaults to the expectation
-under uniform choices (the space's mean #Params), which makes ``lam`` dimensionless:
-``lam = 1`` weighs "the whole network's #Params" like one unit of cross-entropy.
-
-Derivation (:func:`derive_genotype`): each edge keeps its most probable op (``none``
-excluded, as DARTS does) and its most probable input. Params pressure (and DARTS itself)
-favours parameter-free ``skip_connect``, which collapses accuracy, so at most ``max_skips``
-skips are kept per cell of ``skip_cells`` (P-DARTS keeps 2 in the normal cell): the skip edges
-are ranked by their skip probability, the strongest ``max_skips`` stay, every other one gets
-its best op that is neither ``skip_connect`` nor ``none``. ``max_skips=None`` disables the cap.
-
-:func:`sweep` runs one search per lambda (fresh space, same seed) and returns, per lambda, the
-derived genotype, its #Params on the searched network and its skip count: a front from
-one-shot search.
+:class:`ParamsPenalizedDarts` is NNI 3.0's DARTS with ``lam * E_alpha[#Params] /
+params_scale`` added to the architecture loss, the expectation taken over the TARGET
+network and differentiable in the architecture weights (NNI's own ``penalty=`` has no
+gradient).  :func:`derive_genotype` caps the skips per cell; :func:`sweep` runs one search
+per lambda, a front from one-shot search.  Details: docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -74,7 +53,7 @@ def derive_genotype(probs: Probs, max_skips: Optional[int] = 2, skip_cells: Sequ
     Every edge takes its most probable op (``none`` left out when ``exclude_none`` and another op
     exists) and its most probable input; then in each cell of ``skip_cells`` only the
     ``max_skips`` skip edges with the highest skip probability keep ``skip_connect``, the others
-    take their best op that is neither ``skip_connect`` nor ``none`` (see the module docstring)."""
+    take their best op that is neither ``skip_connect`` nor ``none`` (see docs/strategies.md)."""
     if max_skips is not None and (isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 0):
         raise ValueError(f"max_skips must be a non-negative integer or None, got {max_skips!r}")
     for cell in skip_cells:
@@ -167,7 +146,7 @@ class SweepPoint:
 
 
 class ParamsPenalizedDarts(DARTS):
-    """NNI DARTS with the expected-#Params penalty and a skip cap (see the module docstring).
+    """NNI DARTS with the expected-#Params penalty and a skip cap (see docs/strategies.md).
 
     Use it like NNI's DARTS: ``NasExperiment(OSepDartsSpace(...), Classification(...),
     ParamsPenalizedDarts(lam=1.0), NasExperimentConfig("sequential", "raw"))``; afterwards

@@ -1,29 +1,10 @@
 """Optuna's multi-objective samplers behind the evolution core's ask/tell interface.
 
-:class:`OptunaCore` drives an in-memory ``optuna`` study with ``NSGAIISampler`` ("nsga2") or a
-multivariate ``TPESampler`` ("motpe") and offers what :func:`strategies.search.run_search`
-uses on :class:`~strategies.evolution.ParetoEvolutionCore`: ``ask()``, ``tell()``,
-``proposal()``, ``history``, ``front()``, ``state_dict()`` / ``load_state_dict()``,
-``n_asked``, ``n_rejected``, ``n_duplicates``. So ``search.strategy: nsga2 | motpe`` runs the
-same trial loop (proxy training, successive halving, records, report, resume) as ours.
-
-The study's parameters are one categorical per edge op and one per edge input of each cell,
-labelled as in the NNI space (:mod:`search_spaces.darts_space`): ``normal/op_2_0``,
-``normal/input_2_0`` ... ``reduce/input_{n+1}_1``; the input of the edges of state ``i`` ranges
-over its predecessors ``0..i-1``. With ``distinct_inputs`` the second edge of a node picks among
-the ``i-1`` predecessors its sibling does not read (its value is that rank).
-
-A proposal that repeats a candidate already asked, told or refused (same
-:meth:`~search_spaces.genotype_space.GenotypeSpace.key`) or whose ``cheap_metrics`` exceed
-``max_params`` is told to the study as FAIL (samplers ignore failed trials) and counted in
-``n_duplicates`` / ``n_rejected``; the core then asks the study again, up to ``max_attempts``
-times, before raising :class:`~strategies.evolution.SearchExhausted`.
-
-Exact resume: Optuna's samplers keep random state that is not meant to be saved, so
-:meth:`OptunaCore.state_dict` records every study event (ask, enqueue, tell with its values or
-failure) and :meth:`OptunaCore.load_state_dict` replays them into a freshly seeded study; the
-sampler then ends in the same state, and each replayed ask is checked against the recorded
-parameters (a mismatch, e.g. another Optuna version, is a ValueError, not a silent divergence).
+:class:`OptunaCore` drives an in-memory ``optuna`` study with ``NSGAIISampler`` ("nsga2") or
+a multivariate ``TPESampler`` ("motpe") and offers what :func:`strategies.search.run_search`
+uses on :class:`~strategies.evolution.ParetoEvolutionCore`, so ``search.strategy: nsga2 |
+motpe`` runs the same trial loop.  Resume is exact: every study event is recorded and
+replayed into a freshly seeded study.  Parameters, refusals and resume: docs/strategies.md.
 """
 from __future__ import annotations
 
@@ -64,7 +45,7 @@ def _labels(space: GenotypeSpace) -> List[Tuple[str, int, int]]:
 
 
 def genotype_distributions(space: GenotypeSpace) -> Dict[str, Any]:
-    """One ``CategoricalDistribution`` per edge op and per edge input (see the module docstring)."""
+    """One ``CategoricalDistribution`` per edge op and per edge input (see docs/strategies.md)."""
     optuna = _optuna()
     dists: Dict[str, Any] = {}
     for cell, i, k in _labels(space):
@@ -117,7 +98,7 @@ def genotype_to_params(space: GenotypeSpace, genotype: Genotype) -> Dict[str, An
 # ----------------------------------------------------------------------------- the core
 
 class OptunaCore(TrialLog[Genotype]):
-    """Ask/tell over an Optuna multi-objective study (see the module docstring).
+    """Ask/tell over an Optuna multi-objective study (see docs/strategies.md).
 
     ``sampler``: "nsga2" (``NSGAIISampler(population_size=..., seed=...)``) or "motpe"
     (``TPESampler(multivariate=True, seed=...)``). ``objectives``: e.g.

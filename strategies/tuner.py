@@ -1,28 +1,11 @@
 """The multi-objective search as an nnictl tuner: :class:`ParetoTuner`.
 
-The same strategies as ``osep-nas search`` and :class:`~strategies.nni_strategy.ParetoEvolution`
-(classArg ``strategy``: evolution | random | nsga2 | motpe, one factory,
-:class:`strategies.cores.CoreSettings`), over the HPO-format search space that
-``osep-nas space`` writes (one ``choice`` per edge op and edge input, labels
-``normal/op_2_0`` ...). Candidates are genotypes of a
-:class:`~search_spaces.genotype_space.GenotypeSpace` whose proxy network (``init_channels``,
-``layers``, ``image_size``, ``num_classes``) should match the one the trial command trains
-(``osep-nas trial``, the ``proxy`` section of its config): its #Params decide the
-``max_params`` budget before a trial is launched, and are replaced by the trial's own count
-when it reports one.
-
-Trials report ``nni.report_final_result({"default": accuracy, "params": n, "flops": f})``
-(a bare float is read as the accuracy). Register and use it with::
-
-    nnictl algo register --meta examples/nni/pareto_tuner.yml
-    # experiment config:
-    tuner:
-      name: ParetoEvolution
-      classArgs: {strategy: evolution, population_size: 8, sample_size: 3, seed: 0, max_params: 20000}
-
-The tuner keeps its state (a JSON file in NNI's checkpoint folder, rewritten after every
-result), so ``nnictl resume`` continues the evolution; proposals that were in flight are
-proposed again first.
+The same strategies as ``osep-nas search`` (classArg ``strategy``: evolution | random |
+nsga2 | motpe) over the HPO-format space that ``osep-nas space`` writes, with the
+``max_params`` budget checked before a trial is launched.  Trials report
+``{"default": accuracy, "params": n, "flops": f}``; the tuner keeps its state in NNI's
+checkpoint folder, so ``nnictl resume`` continues.  Registration and classArgs:
+docs/strategies.md.
 """
 from __future__ import annotations
 

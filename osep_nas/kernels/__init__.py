@@ -1,18 +1,11 @@
 """Native CPU kernel for narrow grouped convolutions (few input channels per group).
 
-An osep plan's first convolution is a grouped KxK convolution with 2..4 input channels
-per group.  oneDNN runs those far below its depth-wise speed, above all in the backward
-pass (benchmarks/RESULTS.md).  ``narrow_conv.cpp`` is a direct convolution for that case
-(stride 1, "same"-like padding, any dilation), built once per machine with PyTorch's C++
-extension loader (g++ and ninja needed; the build is cached under
-``$TORCH_EXTENSIONS_DIR``, about 30 s the first time).  Where it cannot be built, or for
-tensors it does not cover (CUDA, half precision, channels-last, strides > 1) and under
-tools that read PyTorch's own operators (TorchScript, tracing and ONNX export,
-``torch.compile``, FlopCounterMode), :func:`grouped_conv2d` falls back to ``F.conv2d``:
-same function, tested to 1e-5 against it.
-
-``OSEP_NAS_NATIVE=0`` turns the kernel off; ``OSEP_NAS_NATIVE=1`` makes a failed build
-an error instead of a one-time warning.
+An osep plan's first convolution is a grouped KxK convolution with 2..4 input channels per
+group, which oneDNN runs far below its depth-wise speed (benchmarks/RESULTS.md).
+``narrow_conv.cpp`` is a direct convolution for that case, built once per machine with
+PyTorch's C++ extension loader; where it cannot be built or does not apply,
+:func:`grouped_conv2d` falls back to ``F.conv2d`` (same function, tested to 1e-5).
+``OSEP_NAS_NATIVE=0`` turns it off, ``=1`` makes a failed build an error (docs/config.md).
 """
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
 """The DARTS networks (Liu et al. 2019): the one genotype -> network builder.
 
-``NetworkCIFAR`` and ``NetworkImageNet`` stack cells described by a
-:class:`~osep_nas.genotypes.Genotype`; every edge is ``OPS[name](C, stride, True, **osep_kw)``,
-so any registered op works and one set of plan keywords (``rounding``, ``gamma``,
-``n_convs``, ``channel_policy``) reaches every osep op.  :class:`DartsSkeleton` (stem
-hook, cells, reduction placement, auxiliary head, classifier, forward) is also the
-skeleton of ``search_spaces.darts_space.OSepDartsSpace``, which only swaps the cells'
-fixed edges for search edges.
-
-Forward: the logits; in training mode with the auxiliary head, ``(logits, logits_aux)``.
-The head is the attribute ``auxiliary_head``, which the project's counter excludes from
-#Params and FLOPs as the paper does.  Module names follow the DARTS code, so its
-checkpoints load.
+``NetworkCIFAR`` and ``NetworkImageNet`` stack cells of a
+:class:`~osep_nas.genotypes.Genotype` whose edges are ``OPS[name](C, stride, True, **osep_kw)``,
+so any registered op works.  :class:`DartsSkeleton` is shared with
+``search_spaces.darts_space.OSepDartsSpace``, which only swaps the fixed edges for search
+edges.  Module names follow the DARTS code, so its checkpoints load (docs/config.md).
 """
 from __future__ import annotations
 

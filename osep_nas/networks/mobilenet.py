@@ -1,18 +1,8 @@
 """MobileNet V1 (Howard et al. 2017) and its osep form (the paper's o-MobileNet).
 
-A 3x3 stride-2 stem to 32 channels, 13 depth separable blocks (64, 128, 128, 256,
-256, 512 x 6, 1024, 1024; stride 2 at the 2nd, 4th, 6th and 12th), global average
-pool and a 1000-way linear classifier: 4.23 M #Params and 0.569 G multiply-adds at
-224x224, width 1.0.
-
-``conv`` is what each block is:
-
-* ``dsep``: depth-wise 3x3, BN, ReLU, point-wise 1x1, BN, ReLU (MobileNet);
-* ``osep``: one ``OSepConv2d`` 3x3 (C_in -> C_out, the block's stride), BN, ReLU;
-* ``sosep``: the same with the spatial osep (3x1 then 1x3).
-
-Widths: ``round_half_up(c * width_mult)`` for the stem and every block (the same rule
-as the CIFAR ResNets).
+The 13-block ImageNet MobileNet V1, with every depth separable block (``conv="dsep"``)
+replaceable by one ``OSepConv2d`` (``"osep"``) or its spatial form (``"sosep"``), for the
+paper's MobileNet comparison.  Layout and widths: docs/config.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,10 @@
 """He et al.'s CIFAR ResNet (depth 6n + 2) with a choice of 3x3 convolution.
 
-Three stages of n basic blocks at 16, 32 and 64 channels times ``width_mult``; a
-conventional 3x3 stem; global average pool and a linear classifier.
-
-``conv`` picks what every 3x3 convolution of the residual blocks becomes (the
-paper's prefixes):
-
-========  ===========================================================================
-conv      ``nn.Conv2d`` 3x3 (ResNet)
-dw        depth-wise 3x3, groups = gcd(C_in, C_out) (dw-ResNet, the gamma -> 0 row)
-dsep      depth-wise 3x3, BN, ReLU, point-wise 1x1 (the MobileNet block; d-ResNet)
-spatial   3x1 (C_in -> min(C_in, C_out)) then 1x3 (-> C_out) (s-ResNet)
-osep      ``OSepConv2d`` 3x3 with ``gamma`` and ``rounding`` (o-ResNet)
-sosep     ``OSepConv2d`` 3x3 with ``spatial=True`` (so-ResNet)
-========  ===========================================================================
-
-Decisions (each checked against the paper's Table 6 in ``tests/test_paper_tables.py``;
-the figures are in benchmarks/RESULTS.md): a conventional stem for every ``conv`` kind;
-widths ``round_half_up(c * width_mult)``; dsep keeps MobileNet's BN + ReLU after the
-depth-wise convolution; option-A shortcuts by default (``shortcut="B"``: 1x1 convolution
-+ BN, what the paper's o-ResNet rows contain); He et al.'s init with every block's last
-BN scale at zero (``zero_init_residual``), without which the wide o-/d-ResNets diverge
-at the recipe's lr 0.1.
+``conv`` picks what every 3x3 convolution of the residual blocks becomes, one per prefix of
+the paper's Table 6: ``conv`` (ResNet), ``dw`` (dw-ResNet), ``dsep`` (d-ResNet),
+``spatial`` (s-ResNet), ``osep`` (o-ResNet), ``sosep`` (so-ResNet).  The table of kinds and
+the design decisions (stem, widths, shortcuts, zero-init) are in docs/config.md; their
+checks against Table 6 are in benchmarks/RESULTS.md and ``tests/test_paper_tables.py``.
 """
 from __future__ import annotations
 
@@ -73,7 +56,7 @@ class SpatialSeparableConv2d(nn.Sequential):
 
 def make_conv3x3(kind: str, in_channels: int, out_channels: int, stride: int = 1, gamma: float = 1.0,
                  rounding: str = "divisor", n_convs: Union[int, str] = 2, channel_policy: str = "normal") -> nn.Module:
-    """A 3x3 "same" convolution of the given ``kind`` (see the module docstring)."""
+    """A 3x3 "same" convolution of the given ``kind`` (the kinds: docs/config.md)."""
     if kind == "conv":
         return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
     if kind == "dw":
@@ -195,7 +178,7 @@ def resnet_cifar(depth: int, conv: str = "conv", width_mult: float = 1.0, num_cl
     ``gamma``, ``rounding``, ``n_convs`` and ``channel_policy`` reach the osep/sosep
     convolutions (ignored by the others);
     ``shortcut`` is ``"A"`` (zero padding, default) or ``"B"`` (1x1 projection + BN);
-    ``zero_init_residual`` starts every block's last BN scale at 0 (see the module docstring).
+    ``zero_init_residual`` starts every block's last BN scale at 0 (see docs/config.md).
     """
     return ResNetCIFAR(depth, conv=conv, width_mult=width_mult, num_classes=num_classes, gamma=gamma,
                        rounding=rounding, shortcut=shortcut, zero_init_residual=zero_init_residual,
