@@ -39,8 +39,8 @@ PROXIES: Dict[str, Dict[str, Any]] = {
     "digits-80": {"proxy": {"steps": 80}},          # rung 0 of the default search
     "digits-240": {"proxy": {"steps": 240}},        # rung 1 of the default search
     "digits-720": {"proxy": {"steps": 720}},        # a third rung
-    "cifar16-240": {"proxy": {"dataset": "cifar10", "root": str(CIFAR), "image_size": 16, "steps": 240,
-                              "init_channels": 4, "max_val_images": 1017}},
+    "cifar16-240": {"proxy": {"steps": 240, "init_channels": 4, "max_val_images": 1017},
+                    "data": {"dataset": "cifar10", "root": str(CIFAR), "image_size": 16}},
 }
 #: the high-fidelity training (the ground truth)
 HIFI: Dict[str, Any] = {
@@ -88,7 +88,7 @@ def proxy_job(args: Tuple[int, str, str, str]) -> str:
     cfg = load_search_config(PROXIES[name])
     setup = prepare_proxy(cfg)
     g = parse_genotype(genotype_text)
-    ctx = TrialContext(i, trial_seed(0, i), setup.space, cfg.proxy, setup.train_loader, setup.val_loader,
+    ctx = TrialContext(i, trial_seed(0, i), setup.space, cfg, setup.train_loader, setup.val_loader,
                        setup.device)
     with torch_env(1, setup.device):
         res = proxy_train(g, ctx)

@@ -95,10 +95,10 @@ def _overrides(args: argparse.Namespace, dataset_from_config: str) -> List[str]:
     out = list(args.overrides)
     if args.data is not None:
         if args.data == "digits":
-            out += ["proxy.dataset=digits", "proxy.root=null"]
+            out += ["data.dataset=digits", "data.root=null"]
         else:
             dataset = dataset_from_config if dataset_from_config != "digits" else "cifar10"
-            out += [f"proxy.dataset={dataset}", f"proxy.root={_yaml_str(args.data)}"]
+            out += [f"data.dataset={dataset}", f"data.root={_yaml_str(args.data)}"]
     if args.budget_minutes is not None:
         out.append(f"search.budget_minutes={args.budget_minutes!r}")
     if args.trials is not None:
@@ -117,7 +117,7 @@ def _yaml_str(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     base = load_search_config(args.config, args.overrides)  # errors in the file / --set first
-    cfg = load_search_config(args.config, _overrides(args, base.proxy.dataset))
+    cfg = load_search_config(args.config, _overrides(args, base.data.dataset))
     if args.data is not None and args.data != "digits":
         from pathlib import Path
 

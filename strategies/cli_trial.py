@@ -76,7 +76,7 @@ def run_trial(params: Mapping[str, Any], config: Any = None, overrides: Optional
     cfg = load_search_config(config, overrides)
     setup = prepare_proxy(cfg)
     cheap = setup.space.cheap_metrics(genotype)
-    ctx = TrialContext(index, trial_seed(cfg.search.seed, index), setup.space, cfg.proxy, setup.train_loader,
+    ctx = TrialContext(index, trial_seed(cfg.search.seed, index), setup.space, cfg, setup.train_loader,
                        setup.val_loader, setup.device)
     with torch_env(cfg.proxy.threads, setup.device):
         result = proxy_train(genotype, ctx)

@@ -350,7 +350,7 @@ def _proxy_trial(model: nn.Module, config: Mapping[str, Any]) -> None:
     cfg = setup.cfg
     genotype = getattr(model, "genotype", None)
     ident = int(hashlib.sha256(repr(genotype).encode()).hexdigest()[:12], 16)  # same cell, same seed
-    ctx = TrialContext(0, trial_seed(cfg.search.seed, ident), setup.space, cfg.proxy, setup.train_loader,
+    ctx = TrialContext(0, trial_seed(cfg.search.seed, ident), setup.space, cfg, setup.train_loader,
                        setup.val_loader, setup.device)
     with torch_env(cfg.proxy.threads, setup.device):
         result = proxy_train(genotype, ctx, net=model)

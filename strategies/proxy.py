@@ -2,11 +2,11 @@
 
 A trial builds the genotype's proxy network (``NetworkCIFAR`` at a tiny width and depth),
 trains it for a rung's number of SGD steps on the training part of the proxy data, and
-measures top-1 on the validation part held out of the training split
-(``proxy.val_fraction``, :func:`osep_nas.data.holdout_split`); the test split is never read.
-The same function serves ``osep-nas search`` (in-process and in its workers) and
-``osep-nas trial`` (nnictl). The loop is small on purpose: :func:`osep_nas.train.train` is a
-whole retraining run (epochs, checkpoints, TensorBoard), too heavy for 80-step trials.
+measures top-1 on the validation part held out of the training split (``data.val_fraction``);
+the test split is never read. Data and SGD are the trainer's own sections, loaders and schedule
+(:class:`~osep_nas.config.DataConfig`, :class:`~osep_nas.config.OptimConfig`,
+:class:`~osep_nas.lr_schedule.LRSchedule`); the loop is its own because a trial counts steps,
+without the epochs, checkpoints and TensorBoard of :func:`osep_nas.train.train`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from osep_nas.genotypes import Genotype
 
 from search_spaces.genotype_space import GenotypeSpace
 from search_spaces.target import resolve_target
-from .search_config import ProxySection, SearchConfig
+from .search_config import SearchConfig
 
 __all__ = ["TrialContext", "Trainer", "ProxySetup", "trial_seed", "proxy_train", "prepare_proxy", "torch_env"]
 
@@ -34,7 +34,7 @@ class TrialContext:
     index: int
     seed: int
     space: GenotypeSpace
-    proxy: ProxySection
+    cfg: SearchConfig
     train_loader: Any
     val_loader: Any
     device: torch.device
@@ -71,20 +71,22 @@ def _limited(loader: Any, limit: Optional[int]) -> Iterator[Tuple[torch.Tensor, 
 
 def proxy_train(genotype: Genotype, ctx: TrialContext, net: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
     """Train the proxy network of ``genotype`` (or ``net``, e.g. the model NNI froze) for
-    ``ctx.steps`` SGD steps (cosine learning rate, Nesterov momentum, gradient clipping), then
-    measure top-1 on the validation part.
+    ``ctx.steps`` SGD steps (``optim``: the schedule runs over the steps), then measure top-1
+    on the validation part.
 
     Returns ``accuracy`` (validation top-1, percent), ``train_loss`` (mean of the last up to
     20 steps) and ``train_s``. A non-finite loss raises ValueError (the trial then fails)."""
+    from osep_nas.lr_schedule import LRSchedule
     from osep_nas.train import evaluate
 
-    p = ctx.proxy
+    p, o = ctx.cfg.proxy, ctx.cfg.optim
     steps = int(ctx.steps or p.steps)
     t0 = time.perf_counter()
     torch.manual_seed(ctx.seed)
     net = (ctx.space.build(genotype) if net is None else net).to(ctx.device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.momentum > 0,
-                                weight_decay=p.weight_decay)
+    optimizer = torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                weight_decay=o.weight_decay)
+    schedule = LRSchedule(o, steps)
     loader = ctx.train_loader
     loader.load_state_dict({"seed": ctx.seed, "epoch": 0})
     net.train()
@@ -96,25 +98,24 @@ def proxy_train(genotype: Genotype, ctx: TrialContext, net: Optional[torch.nn.Mo
         for x, y in loader:
             if step >= steps:
                 break
-            lr = p.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = schedule.lr_at(step)
             x, y = x.to(ctx.device), y.to(ctx.device)
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(net(x), y, label_smoothing=o.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if p.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
             optimizer.step()
             recent = (recent + [loss.detach()])[-20:]
             step += 1
             batches += 1
         if batches == 0:
-            raise ValueError("the training part yields no batch (proxy.batch_size larger than the split?)")
+            raise ValueError("the training part yields no batch (data.batch_size larger than the split?)")
         epoch += 1
     train_loss = float(torch.stack(recent).mean())
     if not math.isfinite(train_loss):
-        raise ValueError(f"training diverged (loss {train_loss}); lower proxy.lr")
+        raise ValueError(f"training diverged (loss {train_loss}); lower optim.lr")
     ev = evaluate(net, _limited(ctx.val_loader, p.max_val_images), ctx.device)
     if not ev["n"]:
         raise ValueError("the validation part is empty")
@@ -133,21 +134,10 @@ class ProxySetup:
     device: torch.device
 
 
-def _data_config(p: ProxySection, image_size: int) -> Dict[str, Any]:
-    pad = max(1, image_size // 8)
-    return {
-        "data": {
-            "dataset": p.dataset, "root": p.root, "batch_size": p.batch_size, "test_batch_size": 512,
-            "image_size": image_size, "test_fraction": p.test_fraction, "val_fraction": p.val_fraction,
-            "crop": "pad" if p.augment else "none", "padding": pad,
-            "flip": bool(p.augment and p.dataset != "digits"), "normalize": True, "on_device": True,
-        },
-    }
-
-
 def prepare_proxy(cfg: SearchConfig) -> ProxySetup:
     """Load the proxy data (training split only) and make the space; everything that can fail
     on bad input, done before any output is written."""
+    from osep_nas.config import config_to_dict
     from osep_nas.data import build_loaders
 
     p = cfg.proxy
@@ -155,8 +145,9 @@ def prepare_proxy(cfg: SearchConfig) -> ProxySetup:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(p.device)
-    image_size = p.image_size or (8 if p.dataset == "digits" else 16)
-    train_loader, val_loader, info = build_loaders(_data_config(p, image_size), device=device)
+    image_size = cfg.data.image_size or (8 if cfg.data.dataset == "digits" else 16)
+    data = {**config_to_dict(cfg.data), "image_size": image_size}
+    train_loader, val_loader, info = build_loaders({"data": data}, device=device)
     assert info["eval_split"] == "validation"
     if len(train_loader) == 0:
         raise ValueError("proxy: the training part yields no batch")

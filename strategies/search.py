@@ -366,4 +366,4 @@ def _subtitle(cfg: SearchConfig, setup: ProxySetup, steps: List[int]) -> str:
     p = cfg.proxy
     size = setup.space.input_size[-1]
     return (f"{cfg.search.strategy}, proxy NetworkCIFAR C={p.init_channels} layers={p.layers} on "
-            f"{p.dataset} {size}x{size}, rungs {'/'.join(map(str, steps))} steps; validation accuracy")
+            f"{cfg.data.dataset} {size}x{size}, rungs {'/'.join(map(str, steps))} steps; validation accuracy")

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
-from osep_nas.config import _f, load_config
+from osep_nas.config import DataConfig, OptimConfig, _f, config_to_dict, load_config
 
 from search_spaces.genotype_space import resolve_op_candidates
 from search_spaces.target import DEFAULT_OBJECTIVES, METRICS, TargetSection, resolve_target
 from .pareto import as_objectives
 
-__all__ = ["SearchConfig", "SearchSection", "SpaceSection", "ProxySection", "TargetSection", "OutputSection",
+__all__ = ["SearchConfig", "SearchSection", "SpaceSection", "ProxySection", "ProxyData", "ProxyOptim", "TargetSection", "OutputSection",
            "load_search_config", "check_search_config", "STRATEGIES", "PROXY_DATASETS", "RESUMABLE_CHANGES"]
 
 STRATEGIES = ("evolution", "random", "nsga2", "motpe")
@@ -66,31 +66,43 @@ class SpaceSection:
 
 @dataclass
 class ProxySection:
-    """The proxy task every trial trains: a small NetworkCIFAR, scored on a validation part
-    held out of the training split (the test split is never read)."""
-    dataset: str = _f("digits", "digits (sklearn's bundled 8x8 digits, no download) | cifar10 | cifar100 "
-                      "(python batches in proxy.root)", choices=PROXY_DATASETS)
-    root: Optional[str] = _f(None, "cifar: folder of the python batches (or its parent)")
-    image_size: Optional[int] = _f(None, "image side (unset: digits 8, cifar 16)", check="positive")
-    test_fraction: float = _f(0.2, "digits: share of the 1797 images that form the test split (never read by the "
-                                   "search)", check="positive", hi=1.0, hi_open=True)
-    val_fraction: float = _f(0.2, "share of the training split held out to score trials (fixed stratified split)",
-                             check="positive", hi=1.0, hi_open=True)
-    max_val_images: Optional[int] = _f(None, "score on the first N validation images only (unset: all)",
-                                       check="positive")
+    """The proxy network every trial trains (a small NetworkCIFAR) and how long."""
     init_channels: int = _f(2, "channels of the first cell of the proxy network", check="positive", hi=1024)
     layers: int = _f(3, "cells of the proxy network (>= 3: reduction cells at layers//3 and 2*layers//3)",
                      check="positive")
     steps: int = _f(80, "SGD steps of a rung-0 trial (rung r: steps * eta**r)", check="positive")
-    batch_size: int = _f(32, check="positive")
-    lr: float = _f(0.1, "initial learning rate (cosine decay to 0 over the steps)", check="positive")
-    momentum: float = _f(0.9, "SGD momentum (Nesterov when > 0)", lo=0.0, hi=1.0, hi_open=True)
-    weight_decay: float = _f(3e-4, check="nonneg")
-    grad_clip: float = _f(5.0, "gradient norm clip (0: off)", check="nonneg")
-    augment: bool = _f(False, "random pad-and-crop (and flips for cifar) during the proxy training")
+    max_val_images: Optional[int] = _f(None, "score on the first N validation images only (unset: all)",
+                                       check="positive")
     threads: int = _f(1, "CPU threads per trial (tiny networks gain nothing from more, and a fixed count keeps "
                          "results identical across machines)", check="positive")
     device: str = _f("cpu", "cpu | cuda | auto", choices=("cpu", "cuda", "auto"))
+
+
+@dataclass
+class ProxyData(DataConfig):
+    """The proxy data: the trainer's ``data`` section with the proxy's defaults. Trials train on
+    the training part and are scored on the validation part held out of the training split
+    (``data.val_fraction``); the test split is never read."""
+    dataset: str = _f("digits", "digits (sklearn's bundled 8x8 digits, no download) | cifar10 | cifar100 "
+                      "(python batches in data.root)", choices=PROXY_DATASETS)
+    batch_size: int = _f(32, check="positive")
+    test_batch_size: Optional[int] = _f(512, "batch of the validation pass", check="positive")
+    image_size: Optional[int] = _f(None, "image side (unset: digits 8, cifar 16)", check="positive")
+    val_fraction: float = _f(0.2, "share of the training split held out to score trials (fixed stratified split)",
+                             check="positive", hi=1.0, hi_open=True)
+    crop: str = _f("none", "none | pad (random pad-and-crop by data.padding)", choices=("none", "pad"))
+    padding: int = _f(2, "pad-and-crop padding in pixels", check="nonneg")
+    flip: bool = _f(False, "random horizontal flip (not for digits)")
+
+
+@dataclass
+class ProxyOptim(OptimConfig):
+    """The proxy's SGD: the trainer's ``optim`` section with the proxy's defaults; its schedule
+    runs over the trial's steps (one step is one schedule "epoch")."""
+    lr: float = _f(0.1, "initial learning rate (cosine: decays to optim.lr_min over the trial's steps)",
+                   check="positive")
+    nesterov: bool = _f(True)
+    grad_clip: float = _f(5.0, "max gradient norm (0: off)", check="nonneg")
 
 
 @dataclass
@@ -106,6 +118,8 @@ class SearchConfig:
     search: SearchSection = field(default_factory=SearchSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     proxy: ProxySection = field(default_factory=ProxySection)
+    data: ProxyData = field(default_factory=ProxyData)
+    optim: ProxyOptim = field(default_factory=ProxyOptim)
     target: TargetSection = field(default_factory=TargetSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -138,13 +152,16 @@ def check_search_config(cfg: SearchConfig) -> None:
     resolve_target(cfg.target)
     if p.layers < 3:
         raise ValueError(f"proxy.layers: must be >= 3 (two reduction cells and a normal one), got {p.layers}")
-    if p.dataset == "digits":
-        if p.root is not None:
-            raise ValueError("proxy.root: the digits are embedded; a folder means proxy.dataset cifar10 or cifar100")
-        if p.image_size is not None and p.image_size < 8:
-            raise ValueError(f"proxy.image_size: digits are 8x8, the size must be >= 8, got {p.image_size}")
-    elif p.root is None:
-        raise ValueError(f"proxy.root: proxy.dataset {p.dataset} needs the folder of its python batches "
+    d = cfg.data
+    try:  # the trainer's own cross-field checks of its data and optim sections
+        load_config({"data": config_to_dict(d), "optim": config_to_dict(cfg.optim)})
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("config: ")) from None
+    if d.dataset == "digits":
+        if d.root is not None:
+            raise ValueError("data.root: the digits are embedded; a folder means data.dataset cifar10 or cifar100")
+    elif d.root is None:
+        raise ValueError(f"data.root: data.dataset {d.dataset} needs the folder of its python batches "
                          f"(--data DIR)")
     if p.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("proxy.device: cuda requested but no CUDA device is available")

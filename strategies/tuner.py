@@ -154,7 +154,7 @@ class ParetoTuner(Tuner):
         from .search_config import ProxySection
 
         a, defaults = self._proxy_args, ProxySection()
-        size = int(a["image_size"] or defaults.image_size or 8)
+        size = int(a["image_size"] or 8)
         return {"init_channels": int(a["init_channels"] or defaults.init_channels),
                 "layers": int(a["layers"] or defaults.layers), "num_classes": a["num_classes"],
                 "input_size": (3, size, size), "target": self.target}

@@ -53,7 +53,7 @@ def run_job(job: Mapping[str, Any], setup: Any, trainer: Callable[..., Mapping[s
     (None, one-line reason). A failing trial never ends the search."""
     import torch
 
-    ctx = TrialContext(int(job["trial"]), int(job["seed"]), setup.space, setup.cfg.proxy, setup.train_loader,
+    ctx = TrialContext(int(job["trial"]), int(job["seed"]), setup.space, setup.cfg, setup.train_loader,
                        setup.val_loader, setup.device, steps=int(job["steps"]), rung=int(job["rung"]))
     try:
         metrics = dict(trainer(job["genotype"], ctx))

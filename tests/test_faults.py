@@ -127,7 +127,7 @@ SEARCH = ["search", "--seed", "3", "--trials", "6", "--set", "search.strategy=ev
           "search.population_size=3", "--set",
           "search.sample_size=2", "--set", "space.op_candidates=osep_3x3,max_pool_3x3,skip_connect",
           "--set", "space.num_nodes=2", "--set", "proxy.init_channels=2", "--set", "proxy.steps=8",
-          "--set", "proxy.batch_size=16", "--set", "output.plots=false", "--set", "search.workers=1",
+          "--set", "data.batch_size=16", "--set", "output.plots=false", "--set", "search.workers=1",
           "--set", "search.round_size=2", "--set", "target.init_channels=8", "--set", "target.layers=5", "--quiet"]
 TIMING_KEYS = {"images_per_s", "data_time_share", "epoch_time_s", "train_s", "wall_s", "search_wall_s"}
 

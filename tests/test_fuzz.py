@@ -537,7 +537,7 @@ def _fuzz_cifar(slow: bool, tally, no_code, tmp_path: Path) -> None:
 SEARCH_TINY: Dict[str, Any] = {
     "search": {"strategy": "evolution", "trials": 6, "population_size": 3, "sample_size": 2, "seed": 3},
     "space": {"op_candidates": "osep_3x3,max_pool_3x3,skip_connect", "num_nodes": 2},
-    "proxy": {"init_channels": 2, "layers": 3, "steps": 3, "batch_size": 16},
+    "proxy": {"init_channels": 2, "layers": 3, "steps": 3}, "data": {"batch_size": 16},
     "output": {"plots": False},
 }
 

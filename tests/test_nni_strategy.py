@@ -166,7 +166,7 @@ def test_proxy_evaluator_runs_the_search_protocol_on_validation_only(tmp_path, m
     config.experiment_working_directory = str(tmp_path)
     config.max_trial_number = 3
     strategy = ParetoEvolution(population_size=2, sample_size=1, seed=0, target=SMALL_TARGET)
-    evaluator = proxy_evaluator({"proxy": {"steps": 3, "batch_size": 16}})
+    evaluator = proxy_evaluator({"proxy": {"steps": 3}, "data": {"batch_size": 16}})
     exp = NasExperiment(_space(), evaluator, strategy, config)
     try:
         exp.run()

@@ -103,7 +103,7 @@ def test_example_config_and_meta_are_valid():
 
     trial_cfg = load_search_config(str(EXAMPLES / "nni" / "trial.yaml"))
     args = canon.tuner.class_args
-    assert (trial_cfg.proxy.init_channels, trial_cfg.proxy.layers, trial_cfg.proxy.image_size) == \
+    assert (trial_cfg.proxy.init_channels, trial_cfg.proxy.layers, trial_cfg.data.image_size) == \
         (args["init_channels"], args["layers"], args["image_size"])
     from search_spaces.target import resolve_target
 

@@ -161,7 +161,7 @@ def test_bad_arguments_are_one_line_value_errors():
 TINY: Dict[str, Any] = {
     "search": {"strategy": "nsga2", "trials": 6, "population_size": 3, "seed": 3, "round_size": 2, "workers": 1},
     "space": {"op_candidates": OPS3, "num_nodes": 2},
-    "proxy": {"init_channels": 2, "layers": 3, "steps": 3, "batch_size": 16},
+    "proxy": {"init_channels": 2, "layers": 3, "steps": 3}, "data": {"batch_size": 16},
     "target": {"model": "cifar10", "init_channels": 8, "layers": 5},
     "output": {"plots": False},
 }

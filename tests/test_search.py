@@ -38,7 +38,7 @@ TINY: Dict[str, Any] = {
     "search": {"strategy": "evolution", "trials": 6, "population_size": 3, "sample_size": 2, "seed": 3,
                "round_size": 2, "workers": 1},
     "space": {"op_candidates": OPS3, "num_nodes": 2},
-    "proxy": {"init_channels": 2, "layers": 3, "steps": 3, "batch_size": 16},
+    "proxy": {"init_channels": 2, "layers": 3, "steps": 3}, "data": {"batch_size": 16},
     "target": dict(SMALL_TARGET),
     "output": {"plots": False},
 }
@@ -278,11 +278,11 @@ def test_cifar_search_never_opens_the_test_batch(tmp_path, monkeypatch):
     (folder / "test_batch").write_bytes(b"not a pickle: reading this file is an error")
     with pytest.raises(ValueError, match="test_batch"):
         build_loaders(load_config({"data": {"dataset": "cifar10", "root": str(folder)}}))
-    res = quiet_search(tiny(search={"trials": 2}, proxy={"dataset": "cifar10", "root": str(folder), "image_size": 8}),
+    res = quiet_search(tiny(search={"trials": 2}, data={"dataset": "cifar10", "root": str(folder), "image_size": 8}),
                        tmp_path / "s")
     assert res.n_ok == 2
     state = json.loads((tmp_path / "s" / "state.json").read_text())
-    assert state["config"]["proxy"]["val_fraction"] == 0.2
+    assert state["config"]["data"]["val_fraction"] == 0.2
 
 
 def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
@@ -518,7 +518,7 @@ def test_cli_data_dir_runs_on_cifar(tmp_path, capsys):
     assert main(["search", "--config", str(cfg), "--data", str(CIFAR_SUBSET), "--set", "proxy.max_val_images=250",
                  "--out", str(tmp_path / "o"), "--quiet"]) == 0
     saved = load_search_config(str(tmp_path / "o" / "config.yaml"))
-    assert saved.proxy.dataset == "cifar10" and saved.proxy.root == str(CIFAR_SUBSET)
+    assert saved.data.dataset == "cifar10" and saved.data.root == str(CIFAR_SUBSET)
     recs = load_trials(tmp_path / "o")
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
     # accuracy is counted on the first 250 validation images (proxy.max_val_images)
