@@ -1,27 +1,27 @@
-"""Studies: a grid of training runs (models x seeds) with one table and plots at the end.
+"""Studies: a grid of training runs (cells or models x seeds) with one table and plots at the end.
 
 A study file (``examples/studies/*.yaml``) names a training recipe, the seeds and the runs;
-every run is an ordinary :func:`osep_nas.train.train` call in ``OUT/<run>/seed<k>/``, done
-runs are skipped and killed ones resume, and the study ends with ``results.csv``,
-``results.md`` and accuracy plots (test top-1 after the last epoch).  The file format and
-outputs are in docs/config.md.
+an optional ``search`` section first runs a search (a study stage that ``strategies`` plugs
+in) whose front cells, and random cells of its space, join the runs. Every run is an
+ordinary :func:`osep_nas.train.train` call in ``OUT/<run>/seed<k>/``: done runs are skipped
+and killed ones resume. The file format and outputs are in docs/config.md.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from osep_nas.config import ConfigError, _f, load_config, one_line, short_repr
-from osep_nas.io import atomic_open, atomic_write_text
 from osep_nas.outlock import hold_out_dir
+from osep_nas.plugins import load_plugin, plugin_table
+from osep_nas.study_report import write_results
 
-RUN_KEYS = {"model", "gamma", "set", "label"}
+RUN_KEYS = {"model", "genotype", "group", "gamma", "set", "label"}
+#: the entry-point group of study stages (setup.cfg); ``search`` runs the search section
+STAGE_GROUP = "osep_nas.study_stages"
 
 
 @dataclass
@@ -32,31 +32,48 @@ class StudySection:
     seeds: List[int] = _f([0, 1], "seeds; every run is trained once per seed")
     epochs: Optional[int] = _f(None, "training.epochs of every run (unset: the recipe's)", check="positive")
     set: List[str] = _f([], "KEY=VALUE overrides of the recipe applied to every run")
-    runs: Dict[str, Any] = _f({}, "run name -> {model: NAME, gamma: G (optional), set: [KEY=VALUE, ...]}")
+    runs: Dict[str, Any] = _f({}, "run name -> {model: NAME | genotype: NAME|TEXT|FILE, group: LABEL, "
+                                  "gamma: G, set: [KEY=VALUE, ...]} (all but model/genotype optional)")
     out: str = _f("runs/study", "output folder")
+
+
+@dataclass
+class StudySearch:
+    """An optional search before the runs; its front's cells, and random cells of its space,
+    are retrained with the study's recipe beside the study's own runs."""
+    config: Optional[str] = _f(None, "search config, relative to the study file (unset: no search)")
+    set: List[str] = _f([], "KEY=VALUE overrides of the search config (after the study's --data)")
+    front: int = _f(5, "retrain up to this many members of the front, spread evenly along #Params",
+                    check="nonneg", hi=64)
+    random: int = _f(3, "also retrain this many uniformly random cells of the search's space", check="nonneg",
+                     hi=64)
+    random_seed: int = _f(0, "seed of the random cells", check="nonneg")
 
 
 @dataclass
 class StudyConfig:
     study: StudySection = field(default_factory=StudySection)
+    search: StudySearch = field(default_factory=StudySearch)
 
 
 @dataclass
 class RunSpec:
     name: str
-    model: str
+    model: Optional[str]
     gamma: Optional[float]
     overrides: List[str]
+    genotype: Optional[str] = None
+    group: str = ""
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"  # never "." or ".."
 
 
-def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:
+def parse_runs(runs: Dict[str, Any], allow_empty: bool = False) -> List[RunSpec]:
     """Validate the ``study.runs`` mapping (one clear ConfigError per problem)."""
-    if not runs:
-        raise ConfigError("study.runs: a study needs at least one run")
+    if not runs and not allow_empty:
+        raise ConfigError("study.runs: a study needs at least one run (or a search section)")
     specs = []
     slugs = set()
     for name, spec in runs.items():
@@ -67,9 +84,16 @@ def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:
         if unknown:
             first = one_line(sorted(map(str, unknown))[0])
             raise ConfigError(f"{path}.{first}: unknown key; run keys are {', '.join(sorted(RUN_KEYS))}")
-        model = spec.get("model")
-        if not isinstance(model, str):
-            raise ConfigError(f"{path}.model: expected a model name, got {short_repr(model)}")
+        model, genotype = spec.get("model"), spec.get("genotype")
+        if genotype is None and not isinstance(model, str):
+            raise ConfigError(f"{path}.model: expected a model name (or a genotype), got {short_repr(model)}")
+        if genotype is not None and (not isinstance(genotype, str) or not genotype.strip()):
+            raise ConfigError(f"{path}.genotype: expected a genotype name, text or file, got {short_repr(genotype)}")
+        if genotype is not None and model not in (None, "darts"):
+            raise ConfigError(f"{path}.model: a genotype builds a DARTS network; leave model unset")
+        group = spec.get("group", "")
+        if not isinstance(group, str):
+            raise ConfigError(f"{path}.group: expected a label, got {short_repr(group)}")
         gamma = spec.get("gamma")
         if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0):
             raise ConfigError(f"{path}.gamma: expected a number >= 0 (0 = depth-wise), got {short_repr(gamma)}")
@@ -80,14 +104,15 @@ def parse_runs(runs: Dict[str, Any]) -> List[RunSpec]:
         if slug in slugs:
             raise ConfigError(f"{path}: two runs map to the same folder name {slug!r}")
         slugs.add(slug)
-        specs.append(RunSpec(str(name), model, None if gamma is None else float(gamma), list(sets)))
+        specs.append(RunSpec(str(name), None if genotype is not None else model,
+                             None if gamma is None else float(gamma), list(sets), genotype, one_line(group)))
     return specs
 
 
 def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     """Read and validate a study file with the project's config loader."""
     cfg = load_config(path, list(overrides), schema=StudyConfig)
-    parse_runs(cfg.study.runs)
+    parse_runs(cfg.study.runs, allow_empty=cfg.search.config is not None)
     if not cfg.study.seeds:
         raise ConfigError("study.seeds: at least one seed is needed")
     if any(s < 0 for s in cfg.study.seeds):
@@ -109,7 +134,7 @@ def data_overrides(recipe: str | Path, data: Optional[str], dataset: Optional[st
 def run_overrides(study: StudySection, run: RunSpec, seed: int, out: Path, data: Sequence[str] = ()) -> List[str]:
     """The recipe overrides of one run: study-wide ones, then the data's (:func:`data_overrides`),
     then the run's, then seed/out."""
-    sets = [f"model.name={run.model}"]
+    sets = [f"model.genotype={json.dumps(run.genotype)}"] if run.genotype is not None else [f"model.name={run.model}"]
     if run.gamma is not None and run.gamma > 0:
         sets.append(f"model.gamma={run.gamma}")
     if study.epochs is not None:
@@ -125,11 +150,10 @@ def run_overrides(study: StudySection, run: RunSpec, seed: int, out: Path, data:
 def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[str] = None,
               out: Optional[str] = None, progress: Optional[bool] = None, log=print,
               dataset: Optional[str] = None) -> Dict[str, Any]:
-    """Run (or resume) every run of the study, then write the CSV, table and plots.
-    ``data``: ``"digits"`` or a data folder for every run (``dataset`` where its kind is
+    """Run (or resume) the study's search, if any, then every run once per seed (seed-major,
+    so a study cut short has whole seeds), then write the CSV, table and plots. ``data``:
+    ``"digits"`` or a data folder for every run and the search (``dataset`` where its kind is
     ambiguous), as ``--data`` of the command line."""
-    from osep_nas.train import train  # heavy import, only when a study runs
-
     path = Path(path)
     cfg = load_study(path, overrides)
     study = cfg.study
@@ -138,36 +162,87 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
         raise FileNotFoundError(f"study.recipe: recipe file not found: {recipe}")
     data_sets = data_overrides(recipe, data, dataset)
     out_dir = Path(out or study.out)
-    runs = parse_runs(study.runs)
-    # validate every run's config before training anything
+    stage = _search_stage(cfg.search)
+    static = parse_runs(study.runs, allow_empty=stage is not None)
+    _check_runs(study, static, recipe, out_dir, data_sets)  # every config valid before anything trains
+    if stage is not None:
+        stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log, check_only=True)
+    with hold_out_dir(out_dir):  # one writer per OUT (creates it); a second study on it is refused
+        runs = list(static)
+        if stage is not None:
+            found = stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log)
+            taken = {_slug(r.name) for r in static} | {"search"}
+            for r in found:
+                if _slug(r["name"]) in taken:
+                    raise ConfigError(f"study.runs.{one_line(r['name'])}: the name is taken by a cell of the search")
+            runs += parse_runs({r["name"]: {"genotype": r["genotype"], "group": r["group"]} for r in found},
+                               allow_empty=True)
+        plans = _check_runs(study, runs, recipe, out_dir, data_sets)
+        results: Dict[tuple, Dict[str, Any]] = {}
+        for i, (run, seed, run_out, sets) in enumerate(plans, 1):
+            results[run.name, seed] = _train_run(run, seed, run_out, sets, recipe, f"[{i}/{len(plans)}]", progress, log)
+        rows = [{**results[run.name, seed], "run": run.name, "group": run.group, "model": run.model or "darts",
+                 "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
+                 "eval_params": _eval_params(run.genotype)} for run in runs for seed in study.seeds]
+        write_results(rows, out_dir, study.name)
+    return {"out": str(out_dir), "rows": rows}
+
+
+def _check_runs(study: StudySection, runs: List[RunSpec], recipe: Path, out_dir: Path,
+                data_sets: Sequence[str]) -> List[tuple]:
+    """(run, seed, folder, overrides) of every run and seed, seed-major; each config loaded
+    (a bad one raises before anything trains)."""
     plans = []
-    for run in runs:
-        for seed in study.seeds:
+    for seed in study.seeds:
+        for run in runs:
             run_out = out_dir / _slug(run.name) / f"seed{seed}"
             sets = run_overrides(study, run, seed, run_out, data_sets)
             load_config(recipe, sets)
             plans.append((run, seed, run_out, sets))
-    with hold_out_dir(out_dir):  # one writer per OUT (creates it); a second study on it is refused
-        rows = []
-        for i, (run, seed, run_out, sets) in enumerate(plans, 1):
-            summary_path = run_out / "summary.json"
-            summary = _read_summary(summary_path)
-            if summary is None:
-                resume = (run_out / "last.pt").exists()
-                log(f"[{i}/{len(plans)}] {run.name} seed {seed}: {'resuming' if resume else 'training'} -> {run_out}")
-                tc = load_config(recipe, sets + [f"training.resume={'true' if resume else 'false'}"])
-                summary = train(tc, progress=progress)
-            else:
-                log(f"[{i}/{len(plans)}] {run.name} seed {seed}: done earlier ({summary_path})")
-            final = summary.get("final") or {}
-            rows.append({
-                "run": run.name, "model": run.model, "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
-                "params": summary.get("params"), "flops": summary.get("flops"),
-                "epochs": summary.get("epochs_done"), "final_top1": final.get("test_top1"),
-                "best_top1": summary.get("best_top1"), "wall_s": summary.get("wall_s"),
-            })
-        write_results(rows, out_dir, study.name)
-    return {"out": str(out_dir), "rows": rows}
+    return plans
+
+
+def _train_run(run: RunSpec, seed: int, run_out: Path, sets: List[str], recipe: Path, tag: str,
+               progress: Optional[bool], log) -> Dict[str, Any]:
+    """Train one run (or resume it, or read it back when done): its row's measured fields."""
+    from osep_nas.train import train  # heavy import, only when a study trains
+
+    summary_path = run_out / "summary.json"
+    summary = _read_summary(summary_path)
+    if summary is None:
+        resume = (run_out / "last.pt").exists()
+        log(f"{tag} {run.name} seed {seed}: {'resuming' if resume else 'training'} -> {run_out}")
+        summary = train(load_config(recipe, sets + [f"training.resume={'true' if resume else 'false'}"]),
+                        progress=progress)
+    else:
+        log(f"{tag} {run.name} seed {seed}: done earlier ({summary_path})")
+    final = summary.get("final") or {}
+    return {"params": summary.get("params"), "flops": summary.get("flops"), "epochs": summary.get("epochs_done"),
+            "final_top1": final.get("test_top1"), "best_top1": summary.get("best_top1"),
+            "wall_s": summary.get("wall_s")}
+
+
+def _search_stage(section: StudySearch):
+    """The ``search`` study stage (``strategies.study_stage``), or None without a search section."""
+    if section.config is None:
+        return None
+    value = plugin_table(STAGE_GROUP).get("search")
+    stage = load_plugin(value) if value else None
+    if stage is None:
+        raise ConfigError("search.config: a study with a search needs the strategies package "
+                          "(install osep-nas with its search, e.g. pip install -e .)")
+    return stage
+
+
+def _eval_params(genotype: Optional[str]) -> Any:
+    """#Params of the genotype's DARTS CIFAR-10 evaluation network (36 ch x 20 cells, auxiliary
+    head excluded), the size the paper's tables compare; "" for runs without a genotype."""
+    if genotype is None:
+        return ""
+    from osep_nas.complexity import count_params
+    from osep_nas.models import create_model, resolve_genotype
+
+    return count_params(create_model("darts_cifar", genotype=resolve_genotype(genotype), num_classes=10))
 
 
 def _read_summary(path: Path) -> Optional[Dict[str, Any]]:
@@ -180,116 +255,3 @@ def _read_summary(path: Path) -> Optional[Dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) and summary.get("completed") else None
-
-
-# -- results ------------------------------------------------------------------------
-def _mean_std(values: List[float]) -> tuple:
-    values = [v for v in values if v is not None]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def summarize(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """One entry per run name, in the study's order: mean/std of accuracies over seeds."""
-    order: List[str] = []
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for r in rows:
-        if r["run"] not in groups:
-            order.append(r["run"])
-        groups.setdefault(r["run"], []).append(r)
-    table = []
-    for name in order:
-        g = groups[name]
-        fm, fs = _mean_std([r["final_top1"] for r in g])
-        bm, bs = _mean_std([r["best_top1"] for r in g])
-        table.append({"run": name, "model": g[0]["model"], "gamma": g[0]["gamma"], "seeds": len(g),
-                      "params": g[0]["params"], "flops": g[0]["flops"], "epochs": g[0]["epochs"],
-                      "final_mean": fm, "final_std": fs, "best_mean": bm, "best_std": bs})
-    return table
-
-
-def markdown_table(table: List[Dict[str, Any]], title: str) -> str:
-    lines = [f"### {title}", "",
-             "| run | model | #Params (M) | FLOPs (G) | epochs | seeds | test top-1 % (last epoch, mean ± std) "
-             "| best-epoch top-1 % |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for t in table:
-        params = f"{t['params'] / 1e6:.3f}" if t["params"] else "?"
-        flops = f"{t['flops'] / 1e9:.5f}" if t["flops"] else "?"
-        lines.append(f"| {t['run']} | {t['model']} | {params} | {flops} | {t['epochs']} | {t['seeds']} | "
-                     f"{t['final_mean']:.2f} ± {t['final_std']:.2f} | {t['best_mean']:.2f} ± {t['best_std']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(rows: List[Dict[str, Any]], out_dir: Path, title: str) -> None:
-    """results.csv, results.md and the plots, all written atomically."""
-    buf = io.StringIO()
-    fields = ["run", "model", "gamma", "seed", "params", "flops", "epochs", "final_top1", "best_top1", "wall_s"]
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out_dir / "results.csv", buf.getvalue())
-    table = summarize(rows)
-    atomic_write_text(out_dir / "results.md", markdown_table(table, title))
-    plot_params(table, out_dir / "accuracy_vs_params.png", title)
-    if any(t["gamma"] != "" for t in table):
-        plot_gamma(table, out_dir / "accuracy_vs_gamma.png", title)
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_open(path, "wb", encoding=None) as fh:
-        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
-
-
-def plot_params(table: List[Dict[str, Any]], path: Path, title: str) -> None:
-    """Accuracy (mean ± std over seeds) against #Params, one labeled point per run."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for t in table:
-        if not t["params"]:
-            continue
-        x = t["params"] / 1e6
-        ax.errorbar([x], [t["final_mean"]], yerr=[t["final_std"]], fmt="o", capsize=4, label=t["run"])
-        ax.annotate(t["run"], (x, t["final_mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("#Params (M)")
-    ax.set_ylabel("test top-1 (%) after the last epoch")
-    ax.set_title(f"{title}: accuracy vs #Params (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_gamma(table: List[Dict[str, Any]], path: Path, title: str) -> None:
-    """Accuracy against the overlap coefficient gamma (log scale; gamma 0 = depth-wise)."""
-    plt = _figure()
-    pts = [t for t in table if t["gamma"] != ""]
-    positive = [float(t["gamma"]) for t in pts if float(t["gamma"]) > 0]
-    dw_x = min(positive) / 4 if positive else 1.0
-    xs = [float(t["gamma"]) if float(t["gamma"]) > 0 else dw_x for t in pts]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.errorbar(xs, [t["final_mean"] for t in pts], yerr=[t["final_std"] for t in pts], fmt="o-", capsize=4)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(["dw" if float(t["gamma"]) == 0 else f"{float(t['gamma']):g}" for t in pts])
-    for x, t in zip(xs, pts):
-        if t["params"]:
-            ax.annotate(f"{t['params'] / 1e6:.3f}M", (x, t["final_mean"]), textcoords="offset points",
-                        xytext=(0, 8), ha="center", fontsize=7)
-    ax.set_xlabel("overlap coefficient gamma (dw = depth-wise, gamma -> 0); labels: #Params")
-    ax.set_ylabel("test top-1 (%) after the last epoch")
-    ax.set_title(f"{title}: accuracy vs gamma (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)

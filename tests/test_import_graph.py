@@ -1,19 +1,21 @@
 """The import graph of osep_nas, search_spaces and strategies, read statically (ast).
 
 No import cycle (imports deferred into functions count too; only ``if TYPE_CHECKING:``
-blocks are skipped) and no module over 450 lines in osep_nas and search_spaces.
-strategies' long modules are printed, not failed.  ``pytest -s`` prints the graph.
+blocks are skipped), arrows one way (osep_nas <- search_spaces <- strategies), no module
+over 450 lines, and no library module that only the tests reach. ``pytest -s`` prints the graph.
 """
 from __future__ import annotations
 
 import ast
+import configparser
+import re
 from pathlib import Path
 from typing import Dict, List, Set
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("osep_nas", "search_spaces", "strategies")
 MAX_LINES = 450
-LINE_CHECKED = ("osep_nas", "search_spaces")
+LAYER = {"osep_nas": 0, "search_spaces": 1, "strategies": 2}
 
 
 def _modules() -> Dict[str, Path]:
@@ -124,11 +126,52 @@ def test_import_graph_has_no_cycle():
 
 
 def test_modules_have_at_most_450_lines():
-    too_long, reported = [], []
-    for name, path in _modules().items():
-        lines = len(path.read_text(encoding="utf-8").splitlines())
-        if lines > MAX_LINES:
-            (too_long if name.startswith(LINE_CHECKED) else reported).append(f"{name}: {lines} lines")
-    if reported:
-        print("modules over 450 lines outside the checked packages:\n  " + "\n  ".join(reported))
+    too_long = [f"{name}: {n} lines" for name, path in _modules().items()
+                if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
     assert too_long == []
+
+
+def test_imports_point_one_way():
+    """osep_nas imports neither search_spaces nor strategies; search_spaces not strategies
+    (strategies reach osep_nas only through entry points: commands, study stages)."""
+    upward = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
+              if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]]]
+    assert upward == []
+
+
+def _outside_roots(mods: Dict[str, Path]) -> Set[str]:
+    """Modules users reach without the tests: the packages, setup.cfg's entry points, and the
+    modules named in examples/, README.md, docs/ and the library's own lazy-import tables."""
+    roots = set(PACKAGES)
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "setup.cfg", encoding="utf-8")
+    for group in cfg["options.entry_points"]:
+        for line in cfg["options.entry_points"][group].splitlines():
+            if "=" in line:
+                roots.add(line.partition("=")[2].strip().partition(":")[0])
+    roots.update(m for m in mods if m.endswith(".__main__"))  # python -m PACKAGE
+    texts = {p: "" for p in (ROOT / "examples").rglob("*") if p.is_file()}
+    texts.update({ROOT / "README.md": "", **{p: "" for p in sorted((ROOT / "docs").glob("*.md"))}})
+    texts.update({path: name for name, path in mods.items()})  # a module naming itself does not count
+    pattern = re.compile(r"\b((?:osep_nas|search_spaces|strategies)(?:\.\w+)+)")
+    for path, itself in texts.items():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        roots.update(o for o in (_owner(m, mods) for m in pattern.findall(text)) if o != itself)
+    return {r for r in roots if r in mods}
+
+
+def test_no_library_module_is_reached_only_from_tests():
+    mods, graph = _modules(), import_graph()
+    seen: Set[str] = set()
+    todo = list(_outside_roots(mods))
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph.get(m, ()))
+            if m.rpartition(".")[0] in mods:
+                todo.append(m.rpartition(".")[0])  # importing a module runs its package
+    assert sorted(set(mods) - seen) == []

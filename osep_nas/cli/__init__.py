@@ -14,12 +14,13 @@ with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from importlib import metadata
 from typing import Dict, List, Optional, Sequence
 
+from osep_nas.plugins import load_plugin, plugin_table
+
 EXIT_USAGE = 2
+
 
 class UsageError(ValueError):
     """Bad input from the user; the CLI prints its message as one line and exits 2."""
@@ -96,44 +97,9 @@ def _refuse_special_inputs(argv: Sequence[str]) -> None:
 
 
 def _command_table() -> Dict[str, str]:
-    """name -> module of every subcommand.  setup.cfg's ``osep_nas.commands`` group is the
-    one table: read from the installed metadata, completed from the setup.cfg of a source
-    tree (a checkout that was never installed, or commands added since the install)."""
-    try:
-        table = {ep.name: ep.value for ep in metadata.entry_points(group="osep_nas.commands")}
-    except Exception:  # metadata missing or broken: the source tree's setup.cfg alone
-        table = {}
-    for name, module in _source_tree_commands().items():
-        table.setdefault(name, module)
-    return table
-
-
-def _source_tree_commands() -> Dict[str, str]:
-    """The ``osep_nas.commands`` entry points of the setup.cfg beside the packages, if any."""
-    import configparser
-    from pathlib import Path
-
-    setup_cfg = Path(__file__).resolve().parents[2] / "setup.cfg"
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(setup_cfg, encoding="utf-8")
-    except (configparser.Error, OSError, UnicodeDecodeError):
-        return {}
-    table = {}
-    for line in parser.get("options.entry_points", "osep_nas.commands", fallback="").splitlines():
-        name, sep, module = line.partition("=")
-        if sep and name.strip():
-            table[name.strip()] = module.strip()
-    return table
-
-
-def _load(module_path: str):
-    try:
-        return importlib.import_module(module_path)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_path.startswith(exc.name):
-            return None  # command not built in this installation
-        raise
+    """name -> module of every subcommand: setup.cfg's ``osep_nas.commands`` group is the one
+    table (:func:`osep_nas.plugins.plugin_table`)."""
+    return plugin_table("osep_nas.commands")
 
 
 def build_parser(commands: Optional[Dict[str, str]] = None) -> argparse.ArgumentParser:
@@ -146,7 +112,7 @@ def build_parser(commands: Optional[Dict[str, str]] = None) -> argparse.Argument
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
     for name, module_path in sorted((commands or _command_table()).items()):
-        module = _load(module_path)
+        module = load_plugin(module_path)
         if module is None:
             continue
         help_line = getattr(module, "HELP", "")
