@@ -164,6 +164,8 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
     out_dir = Path(out or study.out)
     stage = _search_stage(cfg.search)
     static = parse_runs(study.runs, allow_empty=stage is not None)
+    if stage is not None and "search" in {_slug(r.name) for r in static}:
+        raise ConfigError("study.runs.search: the search writes to OUT/search; give the run another name")
     _check_runs(study, static, recipe, out_dir, data_sets)  # every config valid before anything trains
     if stage is not None:
         stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log, check_only=True)

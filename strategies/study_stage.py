@@ -24,8 +24,8 @@ def search_cells(section: Any, base_dir: Path, out_dir: Path, data_sets: Sequenc
         raise FileNotFoundError(f"search.config: search config not found: {path}")
     try:
         cfg = load_search_config(path, list(data_sets) + list(section.set))
-    except ValueError as exc:
-        raise ValueError(f"search.set: {exc}") from None
+    except ValueError as exc:  # the message names the file or the --set key
+        raise ValueError(f"study search: {exc}") from None
     if check_only:
         return []
     resume = (Path(out_dir) / "state.json").is_file()

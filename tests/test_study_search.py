@@ -102,7 +102,7 @@ def test_study_search_section_errors(tmp_path, capsys):
     assert main(["study", str(STUDY), "--data", "digits", "--out", str(out),
                  "--set", "search.set=[search.strategy=best]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "search.set" in err[0] and "search.strategy" in err[0], err
+    assert len(err) == 1 and "study search: --set search.strategy=best" in err[0], err
     assert not out.exists()
 
 
