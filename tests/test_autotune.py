@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +28,8 @@ GEOMETRIES = [  # (kernel, padding, dilation, height, width)
     ((3, 3), (1, 1), (1, 1), 7, 9), ((5, 5), (2, 2), (1, 1), 9, 7), ((3, 3), (2, 2), (2, 2), 7, 7),
     ((3, 3), (0, 1), (1, 1), 9, 11), ((5, 5), (1, 3), (1, 2), 11, 9),
 ]
-SHAPES = [(1, 2, 3), (2, 2, 3), (3, 3, 2), (4, 4, 2), (4, 2, 3), (6, 6, 2), (8, 8, 2), (8, 4, 3)]  # (n_in, n_out, groups)
+# (n_in, n_out, groups)
+SHAPES = [(1, 2, 3), (2, 2, 3), (3, 3, 2), (4, 4, 2), (4, 2, 3), (6, 6, 2), (8, 8, 2), (8, 4, 3)]
 
 
 def _check(got, want, tol):
@@ -181,3 +186,30 @@ def test_osep_module_with_wide_groups_equals_its_reference(fresh, channels, n_in
                     torch.autograd.grad(a.square().sum(), [x, *ref.parameters()])):
         _check(u, v, 1e-5)
     assert len(json.loads(_file().read_text())["choices"]) == 1
+
+
+WORKER = r"""
+import sys, torch
+from osep_nas import kernels
+from osep_nas.kernels import autotune
+torch.set_num_threads(1)
+timed = []
+real = autotune._time_candidates
+autotune._time_candidates = lambda *a: timed.append(1) or real(*a)
+x = torch.randn(2, 12, 16, 16, requires_grad=True)
+w = torch.randn(12, 4, 3, 3, requires_grad=True)
+y = kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3, shuffle_out=True)
+print("native" if "Narrow" in type(y.grad_fn).__name__ else "onednn", len(timed))
+"""
+
+
+@needs_kernel
+def test_processes_agree_on_one_choice(fresh):
+    env = dict(os.environ, OSEP_NAS_CACHE_DIR=str(fresh), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({o[0] for o in outs}) == 1 and sorted(int(o[1]) for o in outs) == [0, 0, 1], outs
+    entries = json.loads(_file().read_text())["choices"]
+    assert [e["choice"] for e in entries.values()] == [outs[0][0]]
