@@ -116,10 +116,11 @@ class OSepConv2d(nn.Module):
         """How each convolution runs in the fast form (same weights, same function).
 
         * ``"native"``: a grouped KxK convolution with at most
-          ``kernels.MAX_IN_PER_GROUP`` input channels per group runs through the direct
-          CPU kernel of :mod:`osep_nas.kernels` where that kernel covers the call (CPU,
-          float, stride 1), else through ``F.conv2d``.  oneDNN's grouped convolution is
-          slow for such narrow groups, most of all in the backward pass.
+          ``kernels.NATIVE_MAX_IN_PER_GROUP`` input channels per group goes through
+          ``kernels.grouped_conv2d``: where the direct CPU kernel covers the call (CPU,
+          float, stride 1) the autotuner runs it or oneDNN, whichever is faster for that
+          shape on this CPU (oneDNN's grouped convolution is slow for narrow groups, most
+          of all backward), else ``F.conv2d``.
         * ``"matmul"``: a stride-1 1x1 convolution runs as ``torch.matmul`` of the
           (groups, out, in) weight with the (batch, groups, in, pixels) input view, on CPU
           tensors with at least ``MATMUL_MIN_PIXELS`` pixels (else as ``"conv"``).
@@ -129,7 +130,7 @@ class OSepConv2d(nn.Module):
         for conv in self.convs:
             n_in = conv.in_channels // conv.groups
             out_per_group = conv.out_channels // conv.groups
-            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.MAX_IN_PER_GROUP \
+            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.NATIVE_MAX_IN_PER_GROUP \
                     and (n_in, out_per_group) != (1, 1):
                 schedule.append("native")
             elif conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):

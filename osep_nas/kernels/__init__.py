@@ -1,14 +1,17 @@
 """Native CPU kernel for narrow grouped convolutions (few input channels per group).
 
-An osep plan's first convolution is a grouped KxK convolution with 2..4 input channels per
+An osep plan's first convolution is a grouped KxK convolution with 2..8 input channels per
 group, which oneDNN runs far below its depth-wise speed (benchmarks/RESULTS.md).
 ``narrow_conv.cpp`` is a direct convolution for that case, built once per machine with
-PyTorch's C++ extension loader; where it cannot be built or does not apply,
-:func:`grouped_conv2d` falls back to ``F.conv2d`` (same function, tested to 1e-5).
-``OSEP_NAS_NATIVE=0`` turns it off, ``=1`` makes a failed build an error (docs/config.md).
+PyTorch's C++ extension loader.  Where it covers a call, :mod:`osep_nas.kernels.autotune`
+picks the faster of it and oneDNN for that shape on this CPU (timed once, cached on disk);
+where it cannot be built or does not apply, :func:`grouped_conv2d` uses ``F.conv2d`` (same
+function, tested to 1e-5).  ``OSEP_NAS_NATIVE=0`` turns it off, ``=1`` makes a failed build
+an error, ``OSEP_NAS_AUTOTUNE=0`` replaces the timing by a fixed rule (docs/config.md).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -21,15 +24,16 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from osep_nas.kernels import autotune
+from osep_nas.kernels.autotune import MAX_IN_PER_GROUP  # noqa: F401  (the fixed rule, re-exported)
 from osep_nas.shuffle import channel_shuffle
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("narrow_conv.cpp")
-#: grouped convolutions with at most this many input channels per group use the kernel
-#: (benchmarks/narrow_conv.py on 2 CPU cores: native/oneDNN 0.26 at 2 in/group, 0.76 at 3,
-#: 1.88 at 4, forward + both gradients)
-MAX_IN_PER_GROUP = 3
+#: the kernel covers grouped convolutions with at most this many input channels per group
+#: (whether it runs them is the autotuner's choice, or the fixed rule MAX_IN_PER_GROUP)
+NATIVE_MAX_IN_PER_GROUP = 8
 _DTYPES = (torch.float32, torch.float64)
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 try:  # private, but the one way to see an active FlopCounterMode / FakeTensorMode
@@ -64,15 +68,24 @@ def _mode() -> str:
     return os.environ.get("OSEP_NAS_NATIVE", "auto").strip().lower()
 
 
-def _build_name() -> str:
-    """Extension name keyed by source, torch version and CPU (the build uses -march=native)."""
+@functools.lru_cache(maxsize=1)
+def _cpu() -> str:
+    """The CPU's architecture, model name and feature flags."""
     cpu = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-        cpu += flags
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        cpu += next((line for line in lines if line.startswith("model name")), "")
+        cpu += next((line for line in lines if line.startswith("flags")), "")
     except OSError:
         pass
+    return cpu
+
+
+def _build_name() -> str:
+    """Extension name keyed by source, torch version and CPU (the build uses -march=native);
+    it also names the autotuner's cache file."""
+    cpu = _cpu()
     h = hashlib.sha1((SOURCE.read_text(encoding="utf-8") + torch.__version__ + cpu).encode()).hexdigest()[:12]
     return f"osep_narrow_conv_{h}"
 
@@ -124,7 +137,7 @@ def covers(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], paddi
         type(x) is torch.Tensor and type(weight) in (torch.Tensor, torch.nn.Parameter)  # no subclasses (NNI shapes)
         and x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
         and x.is_contiguous() and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
-        and 1 <= weight.shape[1] <= MAX_IN_PER_GROUP
+        and 1 <= weight.shape[1] <= NATIVE_MAX_IN_PER_GROUP
         and 0 <= padding[0] <= (kh - 1) * dilation[0] and 0 <= padding[1] <= (kw - 1) * dilation[1]
         and not _cpu_autocast() and not tracing_or_counting()
     )
@@ -156,23 +169,40 @@ class _NarrowConv(torch.autograd.Function):
 IntPair = Union[int, Sequence[int]]
 
 
-def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
-                   shuffle_out: bool = False) -> torch.Tensor:
-    """``F.conv2d`` with the same arguments, through the native kernel where it applies.
-
-    ``shuffle_out=True`` returns ``channel_shuffle(F.conv2d(...), groups)``; the native
-    kernel writes that order directly (no copy).
-    """
-    stride, padding, dilation = _two(stride), _two(padding), _two(dilation)
-    shuffle = groups if shuffle_out else 1
-    if covers(x, weight, stride, padding, dilation, groups) and load() is not None:
+def _forward(how: str, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
+             dilation, groups: int, shuffle: int) -> torch.Tensor:
+    if how == "native":
         y = _NarrowConv.apply(x, weight, padding, dilation, groups, shuffle)
         if bias is not None:
             b = bias.view(groups, -1).t().reshape(-1) if shuffle > 1 else bias
             y = y + b.view(1, -1, 1, 1)
         return y
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    if shuffle > 1:
-        y = channel_shuffle(y, groups)
-    return y
+    return channel_shuffle(y, groups) if shuffle > 1 else y
+
+
+def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                   shuffle_out: bool = False, impl: Optional[str] = None) -> torch.Tensor:
+    """``F.conv2d`` with the same arguments, through the native kernel where it applies.
+
+    ``shuffle_out=True`` returns ``channel_shuffle(F.conv2d(...), groups)``; the native
+    kernel writes that order directly (no copy).  Where the kernel covers the call,
+    :func:`autotune.choose` picks it or oneDNN; ``impl="native"`` or ``"onednn"`` forces
+    one (tests, benchmarks; forcing an uncovered call to "native" is a ValueError).
+    """
+    stride, padding, dilation = _two(stride), _two(padding), _two(dilation)
+    shuffle = groups if shuffle_out else 1
+    native = covers(x, weight, stride, padding, dilation, groups) and load() is not None
+    if impl is None:
+        how = "onednn"
+        if native:
+            def run(c, a, w):
+                return _forward(c, a, w, None, stride, padding, dilation, groups, shuffle)
+            how = autotune.choose(x, weight, stride, padding, dilation, groups, shuffle, run, _build_name)
+    elif impl not in autotune.CANDIDATES or (impl == "native" and not native):
+        raise ValueError(f"impl must be None or one of {autotune.CANDIDATES} (native only where the kernel "
+                         f"covers the call), got {impl!r}")
+    else:
+        how = impl
+    return _forward(how, x, weight, bias, stride, padding, dilation, groups, shuffle)

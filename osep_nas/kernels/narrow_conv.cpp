@@ -1,7 +1,7 @@
 // Direct CPU kernels for a stride-1 grouped 2-D convolution with few channels per group.
 //
 // oneDNN (PyTorch's CPU convolution backend) runs depth-wise convolutions fast, but a
-// grouped KxK convolution with 2..4 input channels per group (the first convolution of
+// grouped KxK convolution with 2..8 input channels per group (the first convolution of
 // an osep plan) falls on a slow path, above all in its backward pass.  Here each
 // (image, group) pair belongs to one thread: its few input planes are copied once into a
 // zero-bordered buffer that stays in the L1/L2 cache, and every output plane is then one
@@ -38,9 +38,16 @@ void weighted_sum(T* __restrict dst, int64_t len, const std::vector<const T*>& s
   const int64_t nk = static_cast<int64_t>(srcs.size());
   int64_t t = 0;
 #if defined(__GNUC__)
-  // four 64-byte accumulators stay in registers over all taps (GCC/Clang vector extension)
-  typedef T Vec __attribute__((vector_size(64)));
-  constexpr int64_t L = 64 / sizeof(T), NV = 4;
+  // NV accumulators of one vector register each stay in registers over all taps (GCC/Clang
+  // vector extension); the width follows the build target: 512-bit with AVX-512, else 256-bit
+  // (AVX2; elsewhere the compiler splits it into the registers it has)
+#if defined(__AVX512F__)
+#define OSEP_VEC_BYTES 64
+#else
+#define OSEP_VEC_BYTES 32
+#endif
+  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = 4;
   for (; t + NV * L <= len; t += NV * L) {
     Vec acc[NV] = {};
     for (int64_t k = 0; k < nk; ++k) {

@@ -1,0 +1,215 @@
+"""Every choice of the per-shape autotuner computes the reference function; its cache is shared and robust.
+
+Both candidates ("native" kernel, "onednn" grouped convolution) are forced in turn and
+checked against ``F.conv2d`` (+ channel shuffle), forward and both gradients, for 1..8
+inputs per group; then the choice, its cache file, the fixed rule and the random state.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from osep_nas import OSepConv2d, kernels
+from osep_nas.kernels import autotune
+from osep_nas.shuffle import channel_shuffle
+
+needs_kernel = pytest.mark.skipif(not kernels.available(), reason="native kernel did not build here (no g++/ninja?)")
+
+GEOMETRIES = [  # (kernel, padding, dilation, height, width)
+    ((3, 3), (1, 1), (1, 1), 7, 9), ((5, 5), (2, 2), (1, 1), 9, 7), ((3, 3), (2, 2), (2, 2), 7, 7),
+    ((3, 3), (0, 1), (1, 1), 9, 11), ((5, 5), (1, 3), (1, 2), 11, 9),
+]
+# (n_in, n_out, groups)
+SHAPES = [(1, 2, 3), (2, 2, 3), (3, 3, 2), (4, 4, 2), (4, 2, 3), (6, 6, 2), (8, 8, 2), (8, 4, 3)]
+
+
+def _check(got, want, tol):
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= tol * max(want.abs().max().item(), 1.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("impl", autotune.CANDIDATES)
+@pytest.mark.parametrize("n_in,n_out,groups", SHAPES)
+def test_every_candidate_computes_the_reference(impl, n_in, n_out, groups):
+    gen = torch.Generator().manual_seed(n_in * 10 + n_out)
+    for (kernel, padding, dilation, h, w), dtype, shuffle in itertools.product(
+            GEOMETRIES, (torch.float32, torch.float64), (False, True)):
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        x = torch.randn(2, groups * n_in, h, w, generator=gen, dtype=dtype, requires_grad=True)
+        wt = torch.randn(groups * n_out, n_in, *kernel, generator=gen, dtype=dtype, requires_grad=True)
+        assert kernels.covers(x, wt, (1, 1), padding, dilation, groups)
+        y = kernels.grouped_conv2d(x, wt, None, 1, padding, dilation, groups, shuffle_out=shuffle, impl=impl)
+        assert ("Narrow" in type(y.grad_fn).__name__) == (impl == "native")
+        ref = F.conv2d(x, wt, None, 1, padding, dilation, groups)
+        ref = channel_shuffle(ref, groups) if shuffle else ref
+        _check(y, ref, tol)
+        g = torch.randn(ref.shape, generator=gen, dtype=dtype)
+        for u, v in zip(torch.autograd.grad(y, (x, wt), g), torch.autograd.grad(ref, (x, wt), g)):
+            _check(u, v, tol)
+
+
+def test_forcing_native_on_an_uncovered_call_is_an_error():
+    x, w = torch.randn(1, 18, 5, 5), torch.randn(4, 9, 3, 3)  # 9 inputs per group
+    assert not kernels.covers(x, w, (1, 1), (1, 1), (1, 1), 2)
+    with pytest.raises(ValueError, match="impl"):
+        kernels.grouped_conv2d(x, w, None, 1, 1, 1, 2, impl="native")
+    assert torch.equal(kernels.grouped_conv2d(x, w, None, 1, 1, 1, 2, impl="onednn"), F.conv2d(x, w, None, 1, 1, 1, 2))
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty cache folder and in-memory table, autotuning on; yields the cache folder."""
+    monkeypatch.setenv("OSEP_NAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OSEP_NAS_AUTOTUNE", raising=False)
+    monkeypatch.setattr(autotune, "_memory", {})
+    monkeypatch.setattr(autotune, "_warned", False)
+    return tmp_path / "cache"
+
+
+def _call(n_in=4, grad=True, shuffle=True):
+    x = torch.randn(2, 3 * n_in, 8, 8, requires_grad=grad)
+    w = torch.randn(3 * n_in, n_in, 3, 3, requires_grad=grad)
+    return x, w, kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3, shuffle_out=shuffle)
+
+
+def _no_timing(*a, **k):
+    raise AssertionError("timed although the choice was known")
+
+
+def _file():
+    return autotune.cache_path(kernels._build_name())
+
+
+@needs_kernel
+def test_first_call_tunes_and_writes_the_cache_then_others_read_it(fresh, monkeypatch):
+    x, w, y = _call()
+    data = json.loads(_file().read_text())
+    assert _file().parent == fresh and data["format"] == autotune.FORMAT
+    key = autotune.key_of(x, w, (1, 1), (1, 1), (1, 1), 3, 3)
+    assert "grad=1" in key and f"threads={torch.get_num_threads()}" in key
+    entry = data["choices"][key]
+    assert entry["choice"] in autotune.CANDIDATES and set(entry["ms"]) == set(autotune.CANDIDATES)
+    assert ("Narrow" in type(y.grad_fn).__name__) == (entry["choice"] == "native")
+    monkeypatch.setattr(autotune, "_memory", {})  # a new process: only the file is known
+    monkeypatch.setattr(autotune, "_time_candidates", _no_timing)
+    _, _, y2 = _call()
+    assert ("Narrow" in type(y2.grad_fn).__name__) == (entry["choice"] == "native")
+    with torch.no_grad():  # another key (no gradients): not in the file, so it would be timed
+        with pytest.raises(AssertionError, match="timed"):
+            _call()
+
+
+@needs_kernel
+@pytest.mark.parametrize("choice", autotune.CANDIDATES)
+def test_the_recorded_choice_is_the_one_used(fresh, monkeypatch, choice):
+    x = torch.randn(2, 12, 8, 8, requires_grad=True)
+    w = torch.randn(12, 4, 3, 3, requires_grad=True)
+    key = autotune.key_of(x, w, (1, 1), (1, 1), (1, 1), 3, 1)
+    fresh.mkdir()
+    _file().write_text(json.dumps({"format": autotune.FORMAT, "choices": {key: {"choice": choice}}}))
+    monkeypatch.setattr(autotune, "_time_candidates", _no_timing)
+    y = kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3)
+    assert ("Narrow" in type(y.grad_fn).__name__) == (choice == "native")
+
+
+@needs_kernel
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": 1, "choices": {"k": 3}}', "\x00" * 10])
+def test_a_corrupt_cache_file_is_retuned(fresh, monkeypatch, content):
+    fresh.mkdir()
+    _file().write_text(content)
+    timed = []
+    real = autotune._time_candidates
+    monkeypatch.setattr(autotune, "_time_candidates", lambda *a: timed.append(1) or real(*a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _call()
+    assert timed == [1]
+    assert len(json.loads(_file().read_text())["choices"]) == 1
+
+
+@needs_kernel
+def test_an_unwritable_cache_folder_warns_once_and_keeps_choices_in_memory(fresh, monkeypatch):
+    fresh.parent.mkdir(exist_ok=True)
+    fresh.write_text("a file where the folder should be")
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        _call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _call(n_in=6)  # another key: tuned, no second warning
+        monkeypatch.setattr(autotune, "_time_candidates", _no_timing)
+        _call(n_in=6)  # known in memory
+
+
+@needs_kernel
+@pytest.mark.parametrize("value", ["0", "off", "False", "no"])
+def test_switched_off_it_never_times_and_follows_the_fixed_rule(fresh, monkeypatch, value):
+    monkeypatch.setenv("OSEP_NAS_AUTOTUNE", value)
+    monkeypatch.setattr(autotune, "_time_candidates", _no_timing)
+    for n_in in (1, 2, 3, 4, 6, 8):
+        y = _call(n_in)[2]
+        assert ("Narrow" in type(y.grad_fn).__name__) == (n_in <= kernels.MAX_IN_PER_GROUP == 3)
+    assert not fresh.exists()
+
+
+@needs_kernel
+def test_tuning_leaves_the_global_random_state_alone(fresh):
+    x = torch.randn(2, 8, 9, 9, requires_grad=True)
+    w = torch.randn(8, 4, 3, 3, requires_grad=True)
+    before = torch.get_rng_state()
+    kernels.grouped_conv2d(x, w, None, 1, 1, 1, 2, shuffle_out=True)
+    assert _file().exists()  # it was tuned here
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@needs_kernel
+@pytest.mark.parametrize("channels,n_in", [(48, 4), (232, 8)])
+def test_osep_module_with_wide_groups_equals_its_reference(fresh, channels, n_in):
+    torch.manual_seed(0)
+    ref = OSepConv2d(channels, channels, 3, gamma=2.0, impl="reference")
+    fast = OSepConv2d(channels, channels, 3, gamma=2.0, impl="fast")
+    fast.load_state_dict(ref.state_dict())
+    assert fast.convs[0].in_channels // fast.convs[0].groups == n_in and fast._schedule[0] == "native"
+    x = torch.randn(2, channels, 7, 7, requires_grad=True)
+    a, b = ref(x), fast(x)
+    _check(b, a, 1e-5)
+    for u, v in zip(torch.autograd.grad(b.square().sum(), [x, *fast.parameters()]),
+                    torch.autograd.grad(a.square().sum(), [x, *ref.parameters()])):
+        _check(u, v, 1e-5)
+    assert len(json.loads(_file().read_text())["choices"]) == 1
+
+
+WORKER = r"""
+import sys, torch
+from osep_nas import kernels
+from osep_nas.kernels import autotune
+torch.set_num_threads(1)
+timed = []
+real = autotune._time_candidates
+autotune._time_candidates = lambda *a: timed.append(1) or real(*a)
+x = torch.randn(2, 12, 16, 16, requires_grad=True)
+w = torch.randn(12, 4, 3, 3, requires_grad=True)
+y = kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3, shuffle_out=True)
+print("native" if "Narrow" in type(y.grad_fn).__name__ else "onednn", len(timed))
+"""
+
+
+@needs_kernel
+def test_processes_agree_on_one_choice(fresh):
+    env = dict(os.environ, OSEP_NAS_CACHE_DIR=str(fresh), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({o[0] for o in outs}) == 1 and sorted(int(o[1]) for o in outs) == [0, 0, 1], outs
+    entries = json.loads(_file().read_text())["choices"]
+    assert [e["choice"] for e in entries.values()] == [outs[0][0]]
