@@ -183,9 +183,10 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
         results: Dict[tuple, Dict[str, Any]] = {}
         for i, (run, seed, run_out, sets) in enumerate(plans, 1):
             results[run.name, seed] = _train_run(run, seed, run_out, sets, recipe, f"[{i}/{len(plans)}]", progress, log)
+        eval_params = {run.name: _eval_params(run.genotype) for run in runs}  # one 36x20 network per cell
         rows = [{**results[run.name, seed], "run": run.name, "group": run.group, "model": run.model or "darts",
                  "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
-                 "eval_params": _eval_params(run.genotype)} for run in runs for seed in study.seeds]
+                 "eval_params": eval_params[run.name]} for run in runs for seed in study.seeds]
         write_results(rows, out_dir, study.name)
     return {"out": str(out_dir), "rows": rows}
 
