@@ -86,6 +86,7 @@ def main() -> None:
     args = p.parse_args()
     device = setup(args)
     results = {"machine": machine(device), "batch": args.batch, "amp": args.amp, "rows": []}
+    by_format = {}
     for channels_last in (False, True):
         fmt = "channels_last" if channels_last else "nchw"
         cases, flops = _layer_cases(args.batch, device, channels_last, args.amp)
@@ -93,7 +94,7 @@ def main() -> None:
             c2, f2 = _net_cases(args.batch, device, channels_last, args.amp)
             cases.update(c2)
             flops.update(f2)
-        times = time_cases(cases, device, args.repeats, args.warmup)
+        times = by_format[fmt] = time_cases(cases, device, args.repeats, args.warmup)
         print(f"\n== {fmt}, batch {args.batch}, {device} ==")
         print(f"{'case':<34}{'MFLOPs/img':>12}{'fwd ms':>10}{'fwd+bwd ms':>12}")
         names = sorted({k.split(' | ')[0] for k in times}, key=list(flops).index)
@@ -115,8 +116,25 @@ def main() -> None:
                     print(f"  o-ResNet20 ({form}) / d-ResNet20 {kind}: {a:.2f}")
                     results["rows"].append({"ratio": f"o_resnet20 ({form}) / d_resnet20 {kind}", "format": fmt,
                                             "value": a})
+    if not args.layers_only:
+        results["goals"] = _print_goals(by_format)
     if args.json:
         write_json(args.json, results)
+
+
+def _print_goals(by_format: dict) -> list:
+    """The whole-network goals of issue 19, each a ratio of two timings of this run."""
+    o, d, c = "net o_resnet20 (fast) | fwd+bwd", "net d_resnet20 | fwd+bwd", "net resnet20 | fwd+bwd"
+    nchw, cl = by_format["nchw"], by_format["channels_last"]
+    goals = [(f"o-ResNet20 / d-ResNet20 fwd+bwd, {f}", t[o] / t[d], 1.0) for f, t in by_format.items()]
+    goals += [(f"o-ResNet20 / conv ResNet20 fwd+bwd, {f}", t[o] / t[c], 2.0) for f, t in by_format.items()]
+    goals.append(("o-ResNet20 channels_last / NCHW fwd+bwd", cl[o] / nchw[o], 1.0))
+    print("\ngoals (ratios of this run; met when <= goal):")
+    rows = []
+    for name, value, goal in goals:
+        print(f"  {name:<44}{value:>6.2f}  goal <= {goal:.1f}  {'met' if value <= goal else 'NOT met'}")
+        rows.append({"goal": name, "value": value, "limit": goal, "met": value <= goal})
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Images per second of a training step (forward, backward, SGD update).
 
-o-DARTS vs DARTS V2 (CIFAR-10 evaluation networks, batch 96 as the DARTS recipe) and
+o-DARTS vs DARTS V2 (CIFAR-10 evaluation networks, batch 96 as the DARTS recipe; and at
+8 channels x 5 cells, batch 64, the small networks of the proxy and of the studies) and
 o-ResNet20 vs d-ResNet20 vs ResNet20 (batch 128 as the ResNet recipe), auxiliary head
 and drop path as in training.  Memory format as the trainer picks it (``--memory-format
 auto``: channels-last on CUDA, NCHW on CPU); ``nchw``/``channels_last`` force one.
@@ -16,10 +17,14 @@ from torch import nn
 from _timing import common_args, machine, setup, time_cases, write_json
 from osep_nas import create_model
 
-GROUPS = {
-    "darts": (("darts_v2_cifar", "o_darts_cifar"), 96),
-    "resnet": (("resnet20", "d_resnet20", "o_resnet20"), 128),
+GROUPS = {  # models, batch, keywords of create_model
+    "darts": (("darts_v2_cifar", "o_darts_cifar"), 96, {}),
+    # the small networks of the proxy and of the search-to-retrain study (8 channels x 5 cells)
+    "darts-8x5": (("darts_v2_cifar", "o_darts_cifar"), 64, {"init_channels": 8, "layers": 5}),
+    "resnet": (("resnet20", "d_resnet20", "o_resnet20"), 128, {}),
 }
+#: goal of issue 19: the osep network's training step no slower than its baseline
+GOALS = {"darts": ("o_darts_cifar", 1.0), "darts-8x5": ("o_darts_cifar", 1.0), "resnet": ("o_resnet20", 1.0)}
 
 
 def _step(model: nn.Module, batch: int, device: torch.device, amp: bool, fmt: torch.memory_format):
@@ -46,7 +51,7 @@ def _step(model: nn.Module, batch: int, device: torch.device, amp: bool, fmt: to
 def main() -> None:
     p = common_args(__doc__.splitlines()[0])
     p.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=sorted(GROUPS))
-    p.add_argument("--darts-batch", type=int, default=None, help="override the DARTS batch (96)")
+    p.add_argument("--darts-batch", type=int, default=None, help="override the batch of both DARTS groups (96 and 64)")
     p.add_argument("--resnet-batch", type=int, default=None, help="override the ResNet batch (128)")
     p.add_argument("--memory-format", choices=("auto", "nchw", "channels_last"), default="auto",
                    help="auto: channels-last on CUDA, NCHW on CPU (what osep_nas.train does)")
@@ -57,15 +62,16 @@ def main() -> None:
     results = {"machine": machine(device), "amp": args.amp, "memory_format": "channels_last" if cl else "nchw",
                "rows": []}
     for group in args.groups:
-        names, batch = GROUPS[group]
-        batch = getattr(args, f"{group}_batch") or batch
+        names, batch, size = GROUPS[group]
+        batch = getattr(args, f"{group.split('-')[0]}_batch") or batch
         cases = {}
         for name in names:
-            kw = {"auxiliary": True, "drop_path_prob": 0.2} if "darts" in name else {}
+            kw = {"auxiliary": True, "drop_path_prob": 0.2, **size} if "darts" in name else {}
             cases[name] = _step(create_model(name, **kw), batch, device, args.amp, fmt)
         times = time_cases(cases, device, args.repeats, args.warmup)
-        base = names[0] if group == "darts" else "d_resnet20"
-        print(f"\n== {group}: training step, batch {batch}, {device}, {results['memory_format']}"
+        base = names[0] if group.startswith("darts") else "d_resnet20"
+        size_note = f", {size['init_channels']} ch x {size['layers']} cells" if size else ""
+        print(f"\n== {group}: training step{size_note}, batch {batch}, {device}, {results['memory_format']}"
               f"{', AMP' if args.amp else ''} ==")
         print(f"{'model':<18}{'step ms':>10}{'images/s':>10}  {'time vs ' + base}")
         for name in names:
@@ -73,6 +79,9 @@ def main() -> None:
             print(f"{name:<18}{t * 1e3:>10.1f}{batch / t:>10.1f}{t / times[base]:>18.2f}")
             results["rows"].append({"model": name, "batch": batch, "step_ms": t * 1e3, "images_per_s": batch / t,
                                     "time_ratio_to": base, "ratio": t / times[base]})
+        model, goal = GOALS[group]
+        ratio = times[model] / times[base]
+        print(f"goal: {model} / {base} <= {goal:.1f}: {ratio:.2f}, {'met' if ratio <= goal else 'NOT met'}")
     if args.json:
         write_json(args.json, results)
 

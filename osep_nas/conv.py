@@ -25,6 +25,19 @@ IMPLS = ("fast", "reference")
 MATMUL_MIN_PIXELS = 1024
 
 
+class TunedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose grouped calls (the depth-wise convolutions of DARTS' ``sep_conv`` and
+    ``dil_conv``, of d-ResNet and MobileNet) run on the implementation that
+    :func:`osep_nas.kernels.grouped_conv2d` measured fastest for the shape on this CPU (the
+    native kernel or oneDNN); the same parameters, state dict and function as ``nn.Conv2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return kernels.grouped_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                      self.groups)
+
+
 class OSepConv2d(nn.Module):
     """Optimized separable convolution replacing a ``kernel_size`` convolution.
 

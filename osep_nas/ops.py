@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
-from osep_nas.conv import OSepConv2d
+from osep_nas.conv import OSepConv2d, TunedConv2d
 
 __all__ = [
     "OPS", "PRIMITIVES", "DARTS_PRIMITIVES", "OSEP_PRIMITIVES", "register_op", "op_names",
@@ -83,8 +83,8 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            TunedConv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                        groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )

@@ -28,7 +28,7 @@ from search_spaces.presets import PRESETS, resolve_op_candidates  # noqa: F401  
 from search_spaces.profilers import register_flops, search_edge_flops
 
 __all__ = [
-    "PRESETS", "resolve_op_candidates", "OSepDartsSpace", "OSepDartsNet", "SearchEdge", "SearchCell",
+    "PRESETS", "resolve_op_candidates", "OSepDartsSpace", "OSepDartsNet", "SearchEdge", "SearchNode", "SearchCell",
     "AuxiliaryHead", "drop_path", "reduction_indices", "random_genotype",
 ]
 
@@ -46,6 +46,37 @@ def _is_path_sampling(module: nn.Module) -> bool:
 
 
 # -- edges ---------------------------------------------------------------------------------
+class _NodeMemo:
+    """The outputs of one node's shared candidates, kept while the node computes (``table`` is
+    None outside a node's forward)."""
+
+    def __init__(self) -> None:
+        self.table: Optional[Dict[tuple, tuple]] = None
+
+
+class SharedCandidate(nn.Module):
+    """A candidate op shared by the two edges of a node.  While its node computes, a second
+    call on the same input tensor returns the first call's output: the second edge mixes the
+    same candidate outputs with its own weights instead of computing them again."""
+
+    def __init__(self, op: nn.Module, memo: _NodeMemo):
+        super().__init__()
+        self.op = op
+        self._memo = memo
+
+    def forward(self, x: Any) -> Any:
+        table = self._memo.table
+        if table is None:
+            return self.op(x)
+        key = (id(self), id(x))
+        hit = table.get(key)
+        if hit is not None and hit[0] is x:  # the input is held, so its id cannot be reused
+            return hit[1]
+        y = self.op(x)
+        table[key] = (x, y)
+        return y
+
+
 class SearchEdge(nn.Module):
     """One searchable edge: ``op_{i}_{k}`` (LayerChoice) applied to the input ``input_{i}_{k}``
     (InputChoice over states ``0..i-1``).
@@ -55,29 +86,26 @@ class SearchEdge(nn.Module):
     nodes), so the edge holds two LayerChoices with one label, ``op_reduce`` (stride 2)
     and ``op`` (stride 1), and every candidate has the output shape that NNI's
     differentiable InputChoice needs.  Under path sampling only the sampled input runs.
+    The candidate modules are the node's (:class:`SearchNode`), shared with its other edge.
     """
 
-    def __init__(self, state_index: int, k: int, candidates: Sequence[str], C: int, reduction: bool,
-                 osep_kw: Mapping[str, Any]):
+    def __init__(self, state_index: int, k: int, ops: Optional[Mapping[str, nn.Module]],
+                 ops_reduce: Optional[Mapping[str, nn.Module]]):
         super().__init__()
         self.state_index = state_index
         self.k = k
-        self.reduction = reduction
+        self.reduction = ops_reduce is not None
         self.input = InputChoice(state_index, 1, label=f"input_{state_index}_{k}")
-
-        def choice(stride: int) -> LayerChoice:
-            return LayerChoice({op: OPS[op](C, stride, True, **osep_kw) for op in candidates},
-                               label=f"op_{state_index}_{k}")
-
+        label = f"op_{state_index}_{k}"
         # stride-2 group (cell inputs of a reduction cell) and stride-1 group (everything else)
-        self.op_reduce: Optional[LayerChoice] = choice(2) if reduction else None
-        self.op: Optional[LayerChoice] = choice(1) if (not reduction or state_index > 2) else None
+        self.op_reduce: Optional[LayerChoice] = LayerChoice(dict(ops_reduce), label=label) if ops_reduce else None
+        self.op: Optional[LayerChoice] = LayerChoice(dict(ops), label=label) if ops else None
 
     def op_for(self, j: int) -> nn.Module:
         """The (shared) op module applied to candidate input ``j``."""
         return self.op_reduce if (self.reduction and j < 2) else self.op  # type: ignore[return-value]
 
-    def forward(self, states: List[torch.Tensor], drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, states: List[torch.Tensor]) -> torch.Tensor:
         n = self.state_index
         sampled = getattr(self.input, "_sampled", None)  # set by NNI's sampling supernets
         if sampled is not None and _is_path_sampling(self.input):
@@ -98,19 +126,49 @@ class SearchEdge(nn.Module):
         return self.input([self.op_for(j)(states[j]) for j in range(n)])
 
 
+class SearchNode(nn.Module):
+    """Node ``i`` of a search cell: the sum of its two edges (labels ``op_{i}_0``/``input_{i}_0``
+    and ``op_{i}_1``/``input_{i}_1``).
+
+    The edges share one set of candidate ops per stride, as DARTS shares one mixed op per
+    (node, input): each candidate runs once per input in a forward (14 op applications per
+    4-node cell, not 28) and each edge mixes the outputs with its own op and input weights.
+    """
+
+    def __init__(self, state_index: int, candidates: Sequence[str], C: int, reduction: bool,
+                 osep_kw: Mapping[str, Any]):
+        super().__init__()
+        self.state_index = state_index
+        self._memo = _NodeMemo()
+
+        def group(stride: int) -> Dict[str, nn.Module]:
+            return {op: SharedCandidate(OPS[op](C, stride, True, **osep_kw), self._memo) for op in candidates}
+
+        ops_reduce = group(2) if reduction else None
+        ops = group(1) if (not reduction or state_index > 2) else None
+        self.edges = nn.ModuleList(SearchEdge(state_index, k, ops, ops_reduce) for k in (0, 1))
+
+    def forward(self, states: List[torch.Tensor]) -> torch.Tensor:
+        self._memo.table = {}
+        try:
+            return self.edges[0](states) + self.edges[1](states)
+        finally:
+            self._memo.table = None
+
+
 class SearchCell(CellBase):
-    """A DARTS cell whose ``num_nodes`` nodes each sum two :class:`SearchEdge` (all nodes concatenated)."""
+    """A DARTS cell of ``num_nodes`` :class:`SearchNode` (all nodes concatenated)."""
 
     def __init__(self, cell_type: str, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
                  reduction_prev: bool, num_nodes: int, candidates: Sequence[str], osep_kw: Mapping[str, Any]):
         super().__init__(C_prev_prev, C_prev, C, reduction, reduction_prev, num_nodes, range(2, num_nodes + 2))
         self.cell_type = cell_type
         with label_scope(cell_type):
-            self.edges = nn.ModuleList(SearchEdge(node + 2, k, candidates, C, reduction, osep_kw)
-                                       for node in range(num_nodes) for k in (0, 1))
+            self.nodes = nn.ModuleList(SearchNode(node + 2, candidates, C, reduction, osep_kw)
+                                       for node in range(num_nodes))
 
-    def edge(self, e: int, states: List[torch.Tensor], drop_prob: float) -> torch.Tensor:
-        return self.edges[e](states, drop_prob)
+    def node(self, n: int, states: List[torch.Tensor], drop_prob: float) -> torch.Tensor:
+        return self.nodes[n](states)  # the supernet has no drop path
 
 
 # -- arguments --------------------------------------------------------------------------------

@@ -17,13 +17,13 @@ from torch import nn
 from search_spaces._nni import nas_nn  # noqa: F401  (quiet NNI import first)
 from nni.mutable import Categorical, MutableExpression, SampleValidationError
 from nni.nas.profiler.pytorch.flops import (FlopsParamsCounterConfig, FlopsProfiler, FlopsResult, NumParamsProfiler,
-                                            count_flops_params, register_flops_formula)
+                                            _flops_formula, count_flops_params, register_flops_formula)
 from nni.nas.profiler.pytorch.utils import MutableShape, ShapeTensor
 from nni.nas.profiler.pytorch.utils.misc import _leaf_registry, profiler_leaf_module
 from nni.nas.profiler.pytorch.utils.shape_formula import (_shape_inference_formulas,
                                                            register_shape_inference_formula)
 
-from osep_nas.conv import OSepConv2d
+from osep_nas.conv import OSepConv2d, TunedConv2d
 from osep_nas.networks.darts import AuxiliaryHead, AuxPool
 from osep_nas.ops import FactorizedReduce, Identity, Zero
 
@@ -176,8 +176,6 @@ def _leaf(cls: type) -> None:
 
 def register_flops(cls: type, formula: Any) -> None:
     """Register ``formula`` as the FLOPs/params formula of ``cls`` with NNI (idempotent)."""
-    from nni.nas.profiler.pytorch.flops import _flops_formula
-
     if _flops_formula.get(cls) is not formula:
         register_flops_formula(cls, formula)
 
@@ -194,6 +192,8 @@ def register_formulas() -> None:
             register_shape_inference_formula(cls, formula)
 
     for cls, shape_formula, flops_formula in (
+        # NNI looks formulas up by exact type: the tuned convolution takes nn.Conv2d's
+        (TunedConv2d, _shape_inference_formulas[nn.Conv2d], _flops_formula[nn.Conv2d]),
         (OSepConv2d, _osep_shape, _osep_flops),
         (FactorizedReduce, _fr_shape, _fr_flops),
         (Zero, _zero_shape, zero_cost_flops),

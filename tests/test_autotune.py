@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from osep_nas import OSepConv2d, kernels
+from osep_nas.conv import TunedConv2d
 from osep_nas.kernels import autotune
 from osep_nas.shuffle import channel_shuffle
 
@@ -29,7 +30,7 @@ GEOMETRIES = [  # (kernel, padding, dilation, height, width)
     ((3, 3), (0, 1), (1, 1), 9, 11), ((5, 5), (1, 3), (1, 2), 11, 9),
 ]
 # (n_in, n_out, groups)
-SHAPES = [(1, 2, 3), (2, 2, 3), (3, 3, 2), (4, 4, 2), (4, 2, 3), (6, 6, 2), (8, 8, 2), (8, 4, 3)]
+SHAPES = [(1, 1, 5), (1, 2, 3), (2, 2, 3), (3, 3, 2), (4, 4, 2), (4, 2, 3), (6, 6, 2), (8, 8, 2), (8, 4, 3)]
 
 
 def _check(got, want, tol):
@@ -186,6 +187,28 @@ def test_osep_module_with_wide_groups_equals_its_reference(fresh, channels, n_in
                     torch.autograd.grad(a.square().sum(), [x, *ref.parameters()])):
         _check(u, v, 1e-5)
     assert len(json.loads(_file().read_text())["choices"]) == 1
+
+
+@needs_kernel
+@pytest.mark.parametrize("choice", autotune.CANDIDATES)
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 2), (2, 1)])
+def test_tuned_depthwise_conv_equals_nn_conv2d(fresh, monkeypatch, choice, stride, dilation):
+    """DARTS' sep/dil conv, d-ResNet's and MobileNet's depth-wise layers: whichever kernel the
+    tuner picks (forced here in turn), the module computes nn.Conv2d with its weights."""
+    times = {c: 1.0 if c == choice else 2.0 for c in autotune.CANDIDATES}
+    monkeypatch.setattr(autotune, "_time_candidates", lambda *a: times)
+    torch.manual_seed(stride * 10 + dilation)
+    tuned = TunedConv2d(12, 12, 3, stride=stride, padding=dilation, dilation=dilation, groups=12, bias=False)
+    plain = torch.nn.Conv2d(12, 12, 3, stride=stride, padding=dilation, dilation=dilation, groups=12, bias=False)
+    plain.load_state_dict(tuned.state_dict())
+    x = torch.randn(2, 12, 9, 11, requires_grad=True)
+    a, b = plain(x), tuned(x)
+    want = "native" if stride == 1 and choice == "native" else "onednn"  # the kernel has no stride
+    assert ("Narrow" in type(b.grad_fn).__name__) == (want == "native")
+    _check(b, a, 1e-5)
+    for u, v in zip(torch.autograd.grad(b.square().sum(), (x, tuned.weight)),
+                    torch.autograd.grad(a.square().sum(), (x, plain.weight))):
+        _check(u, v, 1e-5)
 
 
 WORKER = r"""

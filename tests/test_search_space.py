@@ -204,6 +204,37 @@ def test_expected_params_penalty(space, profilers):
     assert any(float(a.grad.abs().sum()) > 0 for a in alphas if a.grad is not None)
 
 
+def test_darts_supernet_runs_each_candidate_once_per_node_input(monkeypatch):
+    """Under NNI's DARTS the two edges of a node share their candidates: each runs once per
+    input (2+3+4+5 = 14 times per 4-node cell, as in NNI's own DARTS cell, not 28), each edge
+    keeps its own weights, and the output equals computing every edge on its own."""
+    from collections import Counter
+
+    from nni.nas.strategy import DARTS
+
+    from search_spaces.darts_space import SharedCandidate
+
+    torch.manual_seed(0)
+    net = DARTS().mutate_model(OSepDartsSpace("darts", init_channels=4, layers=3, num_nodes=4, input_size=8)).eval()
+    calls = Counter()
+    shared = {m for m in net.modules() if isinstance(m, SharedCandidate)}
+    for m in shared:
+        m.op.register_forward_hook(lambda mod, i, o: calls.update([id(mod)]))
+    x = torch.randn(2, 3, 8, 8)
+    out = net(x)
+    # 8 ops per stride group: one group per node of the normal cell; in each of the two reduction
+    # cells one on node 2 (it reads the cell inputs only, stride 2) and two on nodes 3 to 5
+    assert len(shared) == (4 + 2 * (1 + 2 * 3)) * 8
+    assert sum(calls.values()) == 3 * 14 * 8
+    alphas = arch_probs(net)
+    assert alphas["normal/op_2_0"]["sep_conv_3x3"] is not alphas["normal/op_2_1"]["sep_conv_3x3"]
+
+    monkeypatch.setattr(SharedCandidate, "forward", lambda self, x: self.op(x))
+    calls.clear()
+    assert torch.equal(net(x), out)
+    assert sum(calls.values()) == 3 * 28 * 8
+
+
 # -- NNI hub ------------------------------------------------------------------------------------------
 def test_nds_builds_with_osep_ops():
     from nni.nas.hub.pytorch import NDS

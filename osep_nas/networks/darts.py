@@ -40,8 +40,9 @@ def reduction_indices(layers: int) -> List[int]:
 class CellBase(nn.Module):
     """Two preprocessed inputs, ``steps`` nodes summing two edges each, concat of ``concat``.
 
-    Subclasses create the edges and define :meth:`edge`.  ``reduction_prev`` makes the
-    first input a ``FactorizedReduce`` (it is twice as large as the second).
+    Subclasses create the edges and define :meth:`edge` (or :meth:`node`, where the two edges
+    of a node share work).  ``reduction_prev`` makes the first input a ``FactorizedReduce``
+    (it is twice as large as the second).
     """
 
     def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
@@ -61,10 +62,14 @@ class CellBase(nn.Module):
         """The output of edge ``e`` (edges ``2n`` and ``2n + 1`` feed node ``n``)."""
         raise NotImplementedError
 
+    def node(self, n: int, states: List[torch.Tensor], drop_prob: float) -> torch.Tensor:
+        """The output of node ``n``: the sum of its two edges."""
+        return self.edge(2 * n, states, drop_prob) + self.edge(2 * n + 1, states, drop_prob)
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in range(self._steps):
-            states.append(self.edge(2 * node, states, drop_prob) + self.edge(2 * node + 1, states, drop_prob))
+        for n in range(self._steps):
+            states.append(self.node(n, states, drop_prob))
         return torch.cat([states[k] for k in self._concat], dim=1)
 
 

@@ -12,7 +12,7 @@ from typing import Tuple, Union
 import torch
 from torch import nn
 
-from osep_nas.conv import OSepConv2d
+from osep_nas.conv import OSepConv2d, TunedConv2d
 from osep_nas.networks.resnet import scale_channels
 
 __all__ = ["mobilenet", "MobileNetV1", "MOBILENET_BLOCKS", "MOBILENET_CONVS"]
@@ -29,7 +29,7 @@ def _block(conv: str, c_in: int, c_out: int, stride: int, gamma: float, rounding
            n_convs: Union[int, str], channel_policy: str) -> nn.Sequential:
     if conv == "dsep":
         return nn.Sequential(
-            nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+            TunedConv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
             nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),

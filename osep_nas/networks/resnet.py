@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osep_nas.conv import OSepConv2d
+from osep_nas.conv import OSepConv2d, TunedConv2d
 
 __all__ = ["resnet_cifar", "ResNetCIFAR", "BasicBlock", "make_conv3x3", "scale_channels", "CONV_KINDS",
            "SHORTCUTS"]
@@ -34,8 +34,8 @@ class DepthSeparableConv2d(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
         super().__init__(
-            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=kernel_size // 2,
-                      groups=in_channels, bias=False),
+            TunedConv2d(in_channels, in_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                        groups=in_channels, bias=False),
             nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
@@ -60,8 +60,8 @@ def make_conv3x3(kind: str, in_channels: int, out_channels: int, stride: int = 1
     if kind == "conv":
         return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
     if kind == "dw":
-        return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
-                         groups=math.gcd(in_channels, out_channels), bias=False)
+        return TunedConv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                           groups=math.gcd(in_channels, out_channels), bias=False)
     if kind == "dsep":
         return DepthSeparableConv2d(in_channels, out_channels, 3, stride)
     if kind == "spatial":
