@@ -8,6 +8,7 @@ and killed ones resume. The file format and outputs are in docs/config.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -149,11 +150,13 @@ def run_overrides(study: StudySection, run: RunSpec, seed: int, out: Path, data:
 
 def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[str] = None,
               out: Optional[str] = None, progress: Optional[bool] = None, log=print,
-              dataset: Optional[str] = None) -> Dict[str, Any]:
+              dataset: Optional[str] = None, report_only: bool = False) -> Dict[str, Any]:
     """Run (or resume) the study's search, if any, then every run once per seed (seed-major,
-    so a study cut short has whole seeds), then write the CSV, table and plots. ``data``:
-    ``"digits"`` or a data folder for every run and the search (``dataset`` where its kind is
-    ambiguous), as ``--data`` of the command line."""
+    so a study cut short has whole seeds), writing the CSV, table and plots of the runs done
+    so far after each one (titled "partial" until all are). ``data``: ``"digits"`` or a data
+    folder for every run and the search (``dataset`` where its kind is ambiguous), as
+    ``--data`` of the command line. ``report_only``: train nothing, only write the results of
+    the runs finished so far (a study still running elsewhere, or cut short)."""
     path = Path(path)
     cfg = load_study(path, overrides)
     study = cfg.study
@@ -169,9 +172,13 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
     _check_runs(study, static, recipe, out_dir, data_sets)  # every config valid before anything trains
     if stage is not None:
         stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log, check_only=True)
-    with hold_out_dir(out_dir):  # one writer per OUT (creates it); a second study on it is refused
+    if report_only and not out_dir.is_dir():
+        raise FileNotFoundError(f"{out_dir}: no study output to report on")
+    # one writer per OUT (creates it); a second study on it is refused; a report only reads runs
+    with (contextlib.nullcontext() if report_only else hold_out_dir(out_dir)):
         runs = list(static)
-        if stage is not None:
+        search_done = (out_dir / "search" / "summary.json").is_file()
+        if stage is not None and (search_done or not report_only):
             found = stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log)
             taken = {_slug(r.name) for r in static} | {"search"}
             for r in found:
@@ -181,13 +188,23 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
                                allow_empty=True)
         plans = _check_runs(study, runs, recipe, out_dir, data_sets)
         results: Dict[tuple, Dict[str, Any]] = {}
+        eval_params: Dict[str, Any] = {}  # one 36x20 network per cell
+        rows: List[Dict[str, Any]] = []
         for i, (run, seed, run_out, sets) in enumerate(plans, 1):
-            results[run.name, seed] = _train_run(run, seed, run_out, sets, recipe, f"[{i}/{len(plans)}]", progress, log)
-        eval_params = {run.name: _eval_params(run.genotype) for run in runs}  # one 36x20 network per cell
-        rows = [{**results[run.name, seed], "run": run.name, "group": run.group, "model": run.model or "darts",
-                 "gamma": "" if run.gamma is None else run.gamma, "seed": seed,
-                 "eval_params": eval_params[run.name]} for run in runs for seed in study.seeds]
-        write_results(rows, out_dir, study.name)
+            row = _train_run(run, seed, run_out, sets, recipe, f"[{i}/{len(plans)}]", progress, log,
+                             train_missing=not report_only)
+            if row is None:
+                continue
+            results[run.name, seed] = row
+            if run.name not in eval_params:
+                eval_params[run.name] = _eval_params(run.genotype)
+            rows = [{**results[r.name, k], "run": r.name, "group": r.group, "model": r.model or "darts",
+                     "gamma": "" if r.gamma is None else r.gamma, "seed": k, "eval_params": eval_params[r.name]}
+                    for r in runs for k in study.seeds if (r.name, k) in results]
+            partial = "" if len(rows) == len(plans) else f" (partial: {len(rows)} of {len(plans)} runs)"
+            write_results(rows, out_dir, study.name + partial)
+        if not rows:
+            raise FileNotFoundError(f"{out_dir}: no finished run to report yet")
     return {"out": str(out_dir), "rows": rows}
 
 
@@ -206,13 +223,16 @@ def _check_runs(study: StudySection, runs: List[RunSpec], recipe: Path, out_dir:
 
 
 def _train_run(run: RunSpec, seed: int, run_out: Path, sets: List[str], recipe: Path, tag: str,
-               progress: Optional[bool], log) -> Dict[str, Any]:
-    """Train one run (or resume it, or read it back when done): its row's measured fields."""
-    from osep_nas.train import train  # heavy import, only when a study trains
-
+               progress: Optional[bool], log, train_missing: bool = True) -> Optional[Dict[str, Any]]:
+    """Train one run (or resume it, or read it back when done): its row's measured fields;
+    None for a run not done when ``train_missing`` is off."""
     summary_path = run_out / "summary.json"
     summary = _read_summary(summary_path)
+    if summary is None and not train_missing:
+        return None
     if summary is None:
+        from osep_nas.train import train  # heavy import, only when a study trains
+
         resume = (run_out / "last.pt").exists()
         log(f"{tag} {run.name} seed {seed}: {'resuming' if resume else 'training'} -> {run_out}")
         summary = train(load_config(recipe, sets + [f"training.resume={'true' if resume else 'false'}"]),

@@ -63,9 +63,14 @@ def markdown_table(table: List[Dict[str, Any]], title: str) -> str:
         cells = [t["run"]] + ([t["group"]] if grouped else []) + [t["model"], _millions(t["params"])]
         cells += [_millions(t["eval_params"])] if evaluated else []
         cells += [f"{t['flops'] / 1e9:.5f}" if t["flops"] else "?", str(t["epochs"]), str(t["seeds"]),
-                  f"{t['final_mean']:.2f} ± {t['final_std']:.2f}", f"{t['best_mean']:.2f} ± {t['best_std']:.2f}"]
+                  _mean_pm(t["final_mean"], t["final_std"], t["seeds"]), _mean_pm(t["best_mean"], t["best_std"], t["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_pm(mean: float, std: float, seeds: int) -> str:
+    """``mean ± std``; the mean alone for one seed, which has no spread to show."""
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
 
 
 def _millions(n: Any) -> str:

@@ -91,6 +91,23 @@ def test_search_to_retrain_study_shrunk(tmp_path, monkeypatch, capsys):
     assert main(["study", str(STUDY), "--data", str(data), "--out", str(out), *SHRINK]) == 0
     assert "done earlier" in capsys.readouterr().out
     assert _rows(out) == before
+    # --report trains nothing and tables the runs finished so far, titled partial
+    next(out.glob("random*/seed0/summary.json")).unlink()
+    monkeypatch.setattr("osep_nas.train.train", lambda *a, **kw: pytest.fail("--report trained a run"))
+    assert main(["study", str(STUDY), "--data", str(data), "--out", str(out), *SHRINK, "--report"]) == 0
+    assert _rows(out) == before[:-1]
+    assert f"(partial: {len(before) - 1} of {len(before)} runs)" in (out / "results.md").read_text()
+
+
+def test_study_report_needs_finished_runs(tmp_path, capsys):
+    missing = tmp_path / "nothing-here"
+    assert main(["study", str(STUDY), "--out", str(missing), "--report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no study output to report on" in err and len(err.splitlines()) == 1 and not missing.exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["study", str(STUDY), "--out", str(tmp_path / "empty"), "--set", "search.config=null",
+                 "--report"]) == 2
+    assert "no finished run to report yet" in capsys.readouterr().err
 
 
 def test_study_search_section_errors(tmp_path, capsys):

@@ -11,7 +11,9 @@ DESCRIPTION = (
     "results.csv (one row per run and seed), results.md (mean and std over seeds, #Params, "
     "FLOPs, test top-1 after the last epoch) and plots (accuracy vs #Params, accuracy vs gamma). "
     "Rerunning the same command resumes a half-finished study: finished runs are skipped, "
-    "interrupted ones resume from their last checkpoint. See examples/studies/."
+    "interrupted ones resume from their last checkpoint; the table and plots of the runs done so "
+    "far are written after each run. --report writes them without training anything. See "
+    "examples/studies/."
 )
 
 
@@ -24,13 +26,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study key, e.g. --set epochs=1 --set seeds=[0] (repeatable)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: study.out of the file)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write results.csv, results.md and plots of the runs finished so far "
+                        "(a study cut short, or still running in another process)")
 
 
 def run(args: argparse.Namespace) -> int:
     from osep_nas.io import read_user_text
     from osep_nas.study import run_study
 
-    result = run_study(args.study, args.overrides, data=args.data, out=args.out, dataset=args.dataset)
+    result = run_study(args.study, args.overrides, data=args.data, out=args.out, dataset=args.dataset,
+                       report_only=args.report)
     out = result["out"]
     print(read_user_text(f"{out}/results.md", 64 << 20, "study results"))
     print(f"wrote {out}/results.csv, {out}/results.md and plots in {out}/")
