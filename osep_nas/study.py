@@ -179,7 +179,7 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
         runs = list(static)
         search_done = (out_dir / "search" / "summary.json").is_file()
         if stage is not None and (search_done or not report_only):
-            found = stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log)
+            found = stage(cfg.search, path.parent, out_dir / "search", data_sets, log=log, read_only=report_only)
             taken = {_slug(r.name) for r in static} | {"search"}
             for r in found:
                 if _slug(r["name"]) in taken:

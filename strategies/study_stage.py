@@ -15,10 +15,11 @@ __all__ = ["search_cells", "spread"]
 
 
 def search_cells(section: Any, base_dir: Path, out_dir: Path, data_sets: Sequence[str], log: Callable = print,
-                 check_only: bool = False) -> List[Dict[str, str]]:
+                 check_only: bool = False, read_only: bool = False) -> List[Dict[str, str]]:
     """``[{"name", "genotype", "group"}]`` of the cells to retrain (``section``: the study's
     ``search`` section; ``data_sets``: the study's ``--data`` as overrides, applied before
-    ``section.set``). ``check_only``: validate the search config and return []."""
+    ``section.set``). ``check_only``: validate the search config and return []. ``read_only``:
+    take the front of the finished search's ``pareto.yaml`` and run or write nothing."""
     path = (Path(base_dir) / section.config).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"search.config: search config not found: {path}")
@@ -28,18 +29,38 @@ def search_cells(section: Any, base_dir: Path, out_dir: Path, data_sets: Sequenc
         raise ValueError(f"study search: {exc}") from None
     if check_only:
         return []
-    resume = (Path(out_dir) / "state.json").is_file()
-    log(f"search: {'resuming' if resume else 'running'} {cfg.search.strategy}, {cfg.search.trials} trials "
-        f"on {cfg.data.dataset} -> {out_dir}")
-    result = run_search(cfg, out_dir, resume=resume, print_report=False)
-    front = spread(result.front, section.front)
+    if read_only:
+        members = _finished_front(Path(out_dir))
+    else:
+        resume = (Path(out_dir) / "state.json").is_file()
+        log(f"search: {'resuming' if resume else 'running'} {cfg.search.strategy}, {cfg.search.trials} trials "
+            f"on {cfg.data.dataset} -> {out_dir}")
+        members = run_search(cfg, out_dir, resume=resume, print_report=False).front
+    front = spread(members, section.front)
     cells = [{"name": f"searched #{r['trial']}", "genotype": r["genotype"], "group": "searched"} for r in front]
-    seen = {r["genotype"] for r in result.front}
+    seen = {r["genotype"] for r in members}
     for k, g in enumerate(_random_cells(cfg, section.random, section.random_seed, seen), 1):
         cells.append({"name": f"random {k}", "genotype": g, "group": "random"})
-    log(f"search: {len(result.front)} on the front, retraining {len(front)} of them and {section.random} random "
+    log(f"search: {len(members)} on the front, retraining {len(front)} of them and {section.random} random "
         f"cells")
     return cells
+
+
+def _finished_front(out_dir: Path) -> List[Dict[str, Any]]:
+    """The front of a finished search as ``run_search`` returns it (trial, params, genotype),
+    read from its ``pareto.yaml``."""
+    import yaml
+
+    from osep_nas.config import one_line
+    from osep_nas.io import read_user_text
+
+    path = out_dir / "pareto.yaml"
+    try:
+        doc = yaml.safe_load(read_user_text(path, what="search front"))
+        return [{"trial": int(e["id"]), "params": int(e["params"]), "genotype": str(e["genotype"])}
+                for e in doc["front"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not the front of a finished search ({one_line(exc)})") from None
 
 
 def spread(front: List[Dict[str, Any]], k: int) -> List[Dict[str, Any]]:

@@ -94,7 +94,10 @@ def test_search_to_retrain_study_shrunk(tmp_path, monkeypatch, capsys):
     # --report trains nothing and tables the runs finished so far, titled partial
     next(out.glob("random*/seed0/summary.json")).unlink()
     monkeypatch.setattr("osep_nas.train.train", lambda *a, **kw: pytest.fail("--report trained a run"))
+    monkeypatch.setattr(S, "run_search", lambda *a, **kw: pytest.fail("--report ran the search"))
+    search_files = {f: f.read_bytes() for f in (out / "search").iterdir() if f.is_file()}
     assert main(["study", str(STUDY), "--data", str(data), "--out", str(out), *SHRINK, "--report"]) == 0
+    assert {f: f.read_bytes() for f in (out / "search").iterdir() if f.is_file()} == search_files
     assert _rows(out) == before[:-1]
     assert f"(partial: {len(before) - 1} of {len(before)} runs)" in (out / "results.md").read_text()
 
