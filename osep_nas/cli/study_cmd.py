@@ -7,12 +7,12 @@ from osep_nas.data_arg import DATA_HELP, DATA_METAVAR, FOLDER_DATASETS
 
 HELP = "run a study (models x seeds) and write results.csv, results.md and plots"
 DESCRIPTION = (
-    "Train every run of a study file once per seed with the training code, then write "
-    "results.csv (one row per run and seed), results.md (mean and std over seeds, #Params, "
-    "FLOPs, test top-1 after the last epoch) and plots (accuracy vs #Params, accuracy vs gamma). "
-    "Rerunning the same command resumes a half-finished study: finished runs are skipped, "
-    "interrupted ones resume from their last checkpoint; the table and plots of the runs done so "
-    "far are written after each run. --report writes them without training anything. See "
+    "Train every run of a study file once per seed with the training code and, after each run, "
+    "write results.csv (one row per run and seed), results.md (mean and std over seeds, #Params, "
+    "FLOPs, test top-1 after the last epoch; titled partial until every run is done) and plots "
+    "(accuracy vs #Params, accuracy vs gamma). Rerunning the same command resumes a half-finished "
+    "study: finished runs are skipped, interrupted ones resume from their last checkpoint. "
+    "--report writes the files from the runs finished so far without training anything. See "
     "examples/studies/."
 )
 
