@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from osep_nas import kernels
+from osep_nas.kernels import autotune
 from osep_nas.plan import OSepPlan, _pair, osep_plan
 from osep_nas.shuffle import channel_shuffle
 
 IMPLS = ("fast", "reference")
-#: a stride-1 1x1 convolution on CPU with at least this many pixels per channel runs as a
-#: batched matrix product, which oneDNN's NCHW 1x1 convolution is slower than at 32x32
-#: (benchmarks/RESULTS.md).
+#: with ``OSEP_NAS_AUTOTUNE=0``, a stride-1 1x1 convolution on CPU with at least this many
+#: pixels per channel runs as a batched matrix product (else oneDNN); with tuning on, the
+#: faster of the two for the shape on this CPU runs.
 MATMUL_MIN_PIXELS = 1024
 
 
@@ -162,8 +163,8 @@ class OSepConv2d(nn.Module):
                                            conv.groups, shuffle_out=need_shuffle)
                 shuffled = need_shuffle
             elif how == "matmul" and type(x) is torch.Tensor and not kernels.tracing_or_counting() \
-                    and x.device.type == "cpu" and x.is_contiguous() and x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS:
-                x = _pointwise_as_matmul(x, conv)
+                    and x.device.type == "cpu" and x.is_contiguous() and _pointwise_choice(x, conv) == "matmul":
+                x = _pointwise_as_matmul(x, conv.weight, conv.bias, conv.groups)
                 shuffled = False
             else:
                 x = conv(x)
@@ -192,15 +193,28 @@ class OSepConv2d(nn.Module):
         return head
 
 
-def _pointwise_as_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(x)`` for a stride-1, unpadded 1x1 (grouped) convolution, as one batched matmul."""
+def _pointwise_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                         groups: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, groups=groups)`` for a stride-1, unpadded 1x1 (grouped)
+    convolution, as one batched matmul."""
     b, c, h, w = x.shape
-    g = conv.groups
-    n, m = c // g, conv.out_channels // g
-    y = torch.matmul(conv.weight.view(g, m, n), x.reshape(b, g, n, h * w)).view(b, g * m, h, w)
-    if conv.bias is not None:
-        y = y + conv.bias.view(1, -1, 1, 1)
+    n, m = c // groups, weight.shape[0] // groups
+    y = torch.matmul(weight.view(groups, m, n), x.reshape(b, groups, n, h * w)).view(b, groups * m, h, w)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
     return y
+
+
+def _pointwise_choice(x: torch.Tensor, conv: nn.Conv2d) -> str:
+    """``"matmul"`` or ``"onednn"`` for a stride-1 1x1 convolution on a contiguous CPU tensor:
+    the faster for the shape (timed once per shape by the autotuner); the pixel rule of
+    :data:`MATMUL_MIN_PIXELS` with ``OSEP_NAS_AUTOTUNE=0``."""
+    def run(c: str, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return _pointwise_as_matmul(a, w, None, conv.groups) if c == "matmul" else F.conv2d(a, w, groups=conv.groups)
+
+    fixed = "matmul" if x.shape[-1] * x.shape[-2] >= MATMUL_MIN_PIXELS else "onednn"
+    return autotune.choose(x, conv.weight, (1, 1), (0, 0), (1, 1), conv.groups, 1, run, kernels._build_name,
+                           candidates=autotune.POINTWISE, fixed=fixed)
 
 
 def _conv_out(h: int, w: int, conv: nn.Conv2d):

@@ -186,7 +186,9 @@ def test_osep_module_with_wide_groups_equals_its_reference(fresh, channels, n_in
     for u, v in zip(torch.autograd.grad(b.square().sum(), [x, *fast.parameters()]),
                     torch.autograd.grad(a.square().sum(), [x, *ref.parameters()])):
         _check(u, v, 1e-5)
-    assert len(json.loads(_file().read_text())["choices"]) == 1
+    keys = json.loads(_file().read_text())["choices"]
+    # one grouped KxK call tuned, and the layer's 1x1 step between matmul and oneDNN
+    assert sum("among=" not in k for k in keys) == 1 and sum("among=matmul/onednn" in k for k in keys) == 1
 
 
 @needs_kernel
@@ -209,6 +211,36 @@ def test_tuned_depthwise_conv_equals_nn_conv2d(fresh, monkeypatch, choice, strid
     for u, v in zip(torch.autograd.grad(b.square().sum(), (x, tuned.weight)),
                     torch.autograd.grad(a.square().sum(), (x, plain.weight))):
         _check(u, v, 1e-5)
+
+
+@pytest.mark.parametrize("choice", autotune.POINTWISE)
+@pytest.mark.parametrize("groups", [1, 4])
+def test_pointwise_candidates_compute_the_1x1_convolution(fresh, monkeypatch, choice, groups):
+    """osep's 1x1 steps: the batched matmul and oneDNN, whichever the tuner picks (forced in
+    turn), compute F.conv2d, forward and both gradients."""
+    import osep_nas.conv as conv_mod
+
+    times = {c: 1.0 if c == choice else 2.0 for c in autotune.POINTWISE}
+    monkeypatch.setattr(autotune, "_time_candidates", lambda *a: times)
+    conv = torch.nn.Conv2d(12, 8, 1, groups=groups, bias=False)
+    x = torch.randn(2, 12, 9, 11, requires_grad=True)
+    assert conv_mod._pointwise_choice(x, conv) == choice
+    got = conv_mod._pointwise_as_matmul(x, conv.weight, None, groups) if choice == "matmul" else conv(x)
+    want = F.conv2d(x, conv.weight, None, 1, 0, 1, groups)
+    _check(got, want, 1e-5)
+    for u, v in zip(torch.autograd.grad(got.square().sum(), (x, conv.weight)),
+                    torch.autograd.grad(want.square().sum(), (x, conv.weight))):
+        _check(u, v, 1e-5)
+
+
+def test_pointwise_fixed_rule_without_tuning(fresh, monkeypatch):
+    import osep_nas.conv as conv_mod
+
+    monkeypatch.setenv("OSEP_NAS_AUTOTUNE", "0")
+    monkeypatch.setattr(autotune, "_time_candidates", _no_timing)
+    conv = torch.nn.Conv2d(8, 8, 1, bias=False)
+    assert conv_mod._pointwise_choice(torch.randn(1, 8, 32, 32), conv) == "matmul"  # 1024 pixels
+    assert conv_mod._pointwise_choice(torch.randn(1, 8, 16, 16), conv) == "onednn"
 
 
 WORKER = r"""

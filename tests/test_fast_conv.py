@@ -30,7 +30,7 @@ def _configs(count: int, seed: int = 1):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
 def test_fast_equals_reference(monkeypatch, force, channels_last):
     if force:  # route every eligible convolution through the fast paths
-        monkeypatch.setattr(conv_mod, "MATMUL_MIN_PIXELS", 1)
+        monkeypatch.setattr(conv_mod, "_pointwise_choice", lambda x, conv: "matmul")
     torch.manual_seed(0)
     used = set()
     for cfg in _configs(24):

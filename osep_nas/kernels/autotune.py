@@ -10,7 +10,8 @@ and flags).  Processes share that file under an exclusive ``flock``: the first t
 writes it, the others read its choice, so every worker of a search runs the same code.
 ``OSEP_NAS_AUTOTUNE=0`` times nothing and applies a fixed rule: the native kernel for at
 most :data:`MAX_IN_PER_GROUP` inputs per group (docs/config.md).  Both choices compute the
-same function (tests/test_autotune.py, 1e-5).
+same function (tests/test_autotune.py, 1e-5).  The point-wise (1x1) steps of osep layers are
+tuned the same way between a batched matmul and oneDNN (:data:`POINTWISE`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -35,6 +36,8 @@ except ImportError:  # pragma: no cover - not POSIX: memory and file, no lock
 #: the fixed rule (OSEP_NAS_AUTOTUNE=0): the native kernel for at most this many inputs per group
 MAX_IN_PER_GROUP = 3
 CANDIDATES = ("native", "onednn")
+#: the candidates of a stride-1 1x1 convolution (osep's point-wise steps): a batched matmul or oneDNN
+POINTWISE = ("matmul", "onednn")
 FORMAT = 1
 REPS = 3
 MAX_CACHE_BYTES = 8 << 20
@@ -65,30 +68,39 @@ def _grads(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
-def key_of(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int, shuffle: int) -> str:
-    """The cache key of a call: shapes, geometry, shuffle, dtype, gradients, threads."""
+def key_of(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int, shuffle: int,
+           candidates: Sequence[str] = CANDIDATES) -> str:
+    """The cache key of a call: shapes, geometry, shuffle, dtype, gradients, threads (and the
+    candidates, where they are not the grouped convolution's)."""
     dims = lambda t: "x".join(str(int(v)) for v in t)  # noqa: E731
+    among = "" if tuple(candidates) == CANDIDATES else f" among={'/'.join(candidates)}"
     return (f"x={dims(x.shape)} w={dims(weight.shape)} stride={dims(stride)} pad={dims(padding)} "
             f"dil={dims(dilation)} groups={groups} shuffle={int(shuffle > 1)} {str(x.dtype).replace('torch.', '')} "
-            f"grad={int(_grads(x, weight))} threads={torch.get_num_threads()}")
+            f"grad={int(_grads(x, weight))} threads={torch.get_num_threads()}{among}")
 
 
 def choose(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int, shuffle: int,
-           run: Run, name: Callable[[], str]) -> str:
-    """``"native"`` or ``"onednn"`` for a call the native kernel covers (see the module doc).
+           run: Run, name: Callable[[], str], candidates: Sequence[str] = CANDIDATES,
+           fixed: Optional[str] = None) -> str:
+    """The fastest of ``candidates`` for this call: by default ``"native"`` or ``"onednn"`` for a
+    call the native kernel covers (see the module doc); :data:`POINTWISE` for a 1x1 one.
 
     ``run`` computes the call through a candidate, on the tensors it is given; ``name()``
-    is the kernel's build name, which names the cache file."""
+    is the kernel's build name, which names the cache file. ``fixed``: the choice when tuning
+    is off (default: the native kernel's fixed rule)."""
     if not enabled():
+        if fixed is not None:
+            return fixed
         return "native" if weight.shape[1] <= MAX_IN_PER_GROUP else "onednn"
-    key = key_of(x, weight, stride, padding, dilation, groups, shuffle)
+    key = key_of(x, weight, stride, padding, dilation, groups, shuffle, candidates)
     got = _memory.get(key)
     if got is not None:
         return got
     grads = _grads(x, weight)
     with _lock:
         if key not in _memory:
-            _memory[key] = _shared_choice(cache_path(name()), key, lambda: _time_candidates(run, x, weight, grads))
+            _memory[key] = _shared_choice(cache_path(name()), key,
+                                          lambda: _time_candidates(run, x, weight, grads, candidates))
         return _memory[key]
 
 
@@ -140,26 +152,27 @@ def _read(path: Path) -> Dict[str, dict]:
         data = json.loads(read_user_text(path, MAX_CACHE_BYTES, what="autotune cache"))
         choices = data["choices"] if data.get("format") == FORMAT else {}
         return {k: e for k, e in choices.items()
-                if isinstance(k, str) and isinstance(e, dict) and e.get("choice") in CANDIDATES}
+                if isinstance(k, str) and isinstance(e, dict) and e.get("choice") in CANDIDATES + POINTWISE}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
-def _time_candidates(run: Run, x: torch.Tensor, weight: torch.Tensor, grads: bool) -> Dict[str, float]:
+def _time_candidates(run: Run, x: torch.Tensor, weight: torch.Tensor, grads: bool,
+                     candidates: Sequence[str] = CANDIDATES) -> Dict[str, float]:
     """Median milliseconds of each candidate (1 warm-up, then REPS interleaved rounds) on
     fresh tensors drawn from a private generator: the global random state does not move."""
     gen = torch.Generator().manual_seed(0)
     xs = torch.randn(tuple(x.shape), generator=gen, dtype=x.dtype)
     ws = torch.randn(tuple(weight.shape), generator=gen, dtype=weight.dtype)
     gy: Optional[torch.Tensor] = None
-    times: Dict[str, list] = {c: [] for c in CANDIDATES}
+    times: Dict[str, list] = {c: [] for c in candidates}
     mode = torch.enable_grad() if grads else torch.no_grad()
     with mode:
         if grads:
             xs.requires_grad_()
             ws.requires_grad_()
         for rep in range(REPS + 1):
-            for c in CANDIDATES:
+            for c in candidates:
                 t0 = time.perf_counter()
                 y = run(c, xs, ws)
                 if grads:
