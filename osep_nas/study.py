@@ -203,8 +203,10 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), data: Optional[st
                     for r in runs for k in study.seeds if (r.name, k) in results]
             partial = "" if len(rows) == len(plans) else f" (partial: {len(rows)} of {len(plans)} runs)"
             write_results(rows, out_dir, study.name + partial)
-        if not rows:
+        if not rows and report_only:
             raise FileNotFoundError(f"{out_dir}: no finished run to report yet")
+        if not plans:  # nothing to train (a search that named no cells): an empty table
+            write_results(rows, out_dir, study.name)
     return {"out": str(out_dir), "rows": rows}
 
 
