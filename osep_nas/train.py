@@ -94,7 +94,9 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
     as after a kill).  ``progress``: tqdm bars (default: only when stderr is a terminal).
 
     Summary keys: out, epochs, epochs_done, completed, resumed_from, best_top1,
-    best_epoch, final (the last metrics record), params, flops, device, world_size, wall_s.
+    best_epoch, final (the last metrics record), params, flops, device, world_size, wall_s
+    (over every run of a resumed training; None where an earlier run's time was not
+    recorded), session_wall_s (this call's).
     """
     t0 = time.time()
     cfg = config if isinstance(config, Config) else load_config(config)
@@ -169,7 +171,10 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if cuda else torch.amp.GradScaler("cpu", enabled=False)
     schedule = LRSchedule(oc, tc.epochs)
     start_epoch, best_top1, best_epoch = 0, -1.0, 0
+    wall_before: Optional[float] = 0.0  # seconds of earlier runs of a resumed training (None: not recorded)
     if ckpt is not None:
+        wall = ckpt.get("wall_s")  # absent in checkpoints written before it was kept
+        wall_before = float(wall) if isinstance(wall, (int, float)) and 0 <= wall < float("inf") else None
         load_model_state(model, ckpt["model"], source=str(last_path))
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -249,6 +254,7 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
                 "loader": train_loader.state_dict(), "epoch": epoch + 1,
                 "best_top1": best_top1, "best_epoch": best_epoch,
                 "config": config_to_dict(cfg), "genotype": genotype_text,
+                "wall_s": None if wall_before is None else wall_before + time.time() - t0,
             }
             if rank0:
                 append_jsonl(out / "metrics.jsonl", record)
@@ -279,7 +285,8 @@ def _train(cfg: Config, model_builder: Optional[ModelBuilder], out: Path, dctx: 
         "best_top1": best_top1 if best_top1 >= 0 else None, "best_epoch": best_epoch or None,
         "final": last_record, "params": params, "flops": flops, "dataset": info["dataset"],
         "num_classes": info["num_classes"], "device": str(device), "world_size": dctx.world_size,
-        "wall_s": round(time.time() - t0, 3),
+        "wall_s": None if wall_before is None else round(wall_before + time.time() - t0, 3),
+        "session_wall_s": round(time.time() - t0, 3),
     }
     if rank0:
         atomic_write_json(out / "summary.json", summary)

@@ -87,7 +87,7 @@ class SearchResult:
     n_ok: int
     n_failed: int
     n_refused: int
-    wall_s: float
+    wall_s: Optional[float]  # over all invocations of a resumed search (None: an earlier one's time unknown)
     workers: int = 1
     resumed_from: int = 0
     report: Any = None
@@ -239,7 +239,7 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
                 trainer: Optional[Trainer], stop_after: Optional[int], report: bool, print_report: bool,
                 t0: float) -> SearchResult:
     core = _make_core(cfg, setup)
-    st = SearchState(out, cfg, core)
+    st = SearchState(out, cfg, core, t0)
     state = check_out_dir(out, cfg, resume)
     if state is not None:
         st.load(state)
@@ -318,14 +318,14 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
     result = SearchResult(out_dir=out, records=records, final=final, front=front, knee=knee,
                           stop_reason=stop_reason, n_ok=sum(r["status"] == "ok" for r in records),
                           n_failed=sum(r["status"] != "ok" for r in records), n_refused=core.n_rejected,
-                          wall_s=round(time.time() - t0, 3), workers=workers, resumed_from=resumed_from)
+                          wall_s=st.wall_s(), workers=workers, resumed_from=resumed_from)
     if stop_reason == "stopped":
         return result
     if print_report:
         n_trials = len(final)
         print(f"search: {n_trials} trials ({sum(r['status'] == 'ok' for r in final)} ok) in {len(records)} jobs over "
               f"rungs {'/'.join(map(str, steps))} steps, {core.n_rejected} refused over max_params, {workers} "
-              f"worker(s), {result.wall_s:.1f} s, stopped by {stop_reason}; results in {out}")
+              f"worker(s), {_seconds(result.wall_s)}, stopped by {stop_reason}; results in {out}")
     rep = write_report(out, final, s.objectives, plots=cfg.output.plots, print_table=print_report,
                        write_files=report, target=setup.space.target.describe(),
                        subtitle=_subtitle(cfg, setup, steps))
@@ -338,11 +338,16 @@ def _run_search(cfg: SearchConfig, out: Path, setup: ProxySetup, resume: bool, p
         "target": setup.space.target.describe(), "eval_split": "validation",
         "front": [r["trial"] for r in rep.front], "knee": rep.knee["trial"] if rep.knee else None,
         "knee_genotype": rep.knee["genotype"] if rep.knee else None,
-        "objectives": list(s.objectives), "search_wall_s": result.wall_s, "resumed_from": resumed_from,
+        "objectives": list(s.objectives), "search_wall_s": result.wall_s,
+        "session_wall_s": round(time.time() - t0, 3), "resumed_from": resumed_from,
     }
     if report:
         atomic_write_json(out / "summary.json", summary)
     return result
+
+
+def _seconds(wall: Optional[float]) -> str:
+    return "time of earlier runs not recorded" if wall is None else f"{wall:.1f} s"
 
 
 def _picklable(obj: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -102,10 +103,12 @@ def check_out_dir(out: Path, cfg: SearchConfig, resume: bool) -> Optional[Dict[s
 class SearchState:
     """The search's resumable state: the core, finished job records, the round in flight."""
 
-    def __init__(self, out: Path, cfg: SearchConfig, core: TrialLog) -> None:
+    def __init__(self, out: Path, cfg: SearchConfig, core: TrialLog, t0: float) -> None:
         self.out, self.cfg, self.core = out, cfg, core
         self.jobs: List[Dict[str, Any]] = []   # finished job records, in finishing order
         self.round: List[Dict[str, Any]] = []  # planned jobs of the round in flight
+        self.t0 = t0                           # when this invocation started
+        self.wall_before: Optional[float] = 0.0  # seconds of earlier invocations (None: not recorded)
 
     def load(self, state: Mapping[str, Any]) -> None:
         try:
@@ -132,11 +135,19 @@ class SearchState:
                 detail = f"missing {detail}"
             raise ValueError(f"{self.out / 'state.json'}: malformed search state ({detail})") from None
         self.jobs, self.round = jobs, rnd
+        wall = state.get("wall_s")  # absent in states written before it was kept
+        self.wall_before = float(wall) if isinstance(wall, (int, float)) and 0 <= wall < float("inf") else None
+
+    def wall_s(self) -> Optional[float]:
+        """Wall-clock seconds of the search over all its invocations (None where an earlier
+        one's time was not recorded), so a resumed search reports its whole time."""
+        return None if self.wall_before is None else round(self.wall_before + time.time() - self.t0, 3)
 
     def save(self) -> None:
         atomic_write_json(self.out / "state.json", {
             "format": STATE_FORMAT, "version": STATE_VERSION, "config": config_to_dict(self.cfg),
             "evolution": self.core.state_dict(), "jobs": self.jobs, "round": self.round,
+            "wall_s": self.wall_s(),
         })
 
     def rewrite_log(self) -> None:

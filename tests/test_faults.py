@@ -129,7 +129,8 @@ SEARCH = ["search", "--seed", "3", "--trials", "6", "--set", "search.strategy=ev
           "--set", "space.num_nodes=2", "--set", "proxy.init_channels=2", "--set", "proxy.steps=8",
           "--set", "data.batch_size=16", "--set", "output.plots=false", "--set", "search.workers=1",
           "--set", "search.round_size=2", "--set", "target.init_channels=8", "--set", "target.layers=5", "--quiet"]
-TIMING_KEYS = {"images_per_s", "data_time_share", "epoch_time_s", "train_s", "wall_s", "search_wall_s"}
+TIMING_KEYS = {"images_per_s", "data_time_share", "epoch_time_s", "train_s", "wall_s", "search_wall_s",
+               "session_wall_s"}
 
 
 class Driver:

@@ -290,8 +290,14 @@ def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
     first = quiet_search(tiny(), tmp_path / "cut", stop_after=3)  # mid-round (rounds of 2 jobs)
     assert first.stop_reason == "stopped" and len(first.records) == 3
     assert not (tmp_path / "cut" / "pareto.yaml").exists()
+    wall_at_stop = json.loads((tmp_path / "cut" / "state.json").read_text())["wall_s"]
+    assert 0 < wall_at_stop <= first.wall_s
     resumed = quiet_search(tiny(), tmp_path / "cut", resume=True)
     assert resumed.resumed_from == 3
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    # the search's time covers both invocations, the first up to its last saved state
+    assert summary["search_wall_s"] == pytest.approx(wall_at_stop + summary["session_wall_s"], abs=0.05)
+    assert summary["search_wall_s"] > summary["session_wall_s"]
     assert without_timings(resumed.records) == without_timings(full.records)
     assert [r["trial"] for r in resumed.front] == [r["trial"] for r in full.front]
     on_disk = load_trials(tmp_path / "cut")

@@ -122,12 +122,16 @@ def test_resume_is_bit_exact(tmp_path):
     train(full, model_builder=tiny_builder)
     s = train(parted, model_builder=tiny_builder, stop_after=2)
     assert s["epochs_done"] == 2 and not s["completed"]
+    wall_at_checkpoint = load_checkpoint(tmp_path / "parted" / "last.pt")["wall_s"]
+    assert 0 < wall_at_checkpoint <= s["wall_s"] == s["session_wall_s"]
     # what a kill between the metrics line and the checkpoint of epoch 3 leaves behind
     with open(tmp_path / "parted" / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"epoch": 3, "train_loss": 9.9}) + "\n" + '{"epoch": 4, "trai')
     resumed = dict(parted, training=dict(parted["training"], resume=True))
     s = train(resumed, model_builder=tiny_builder)
     assert s["resumed_from"] == 2 and s["completed"]
+    # the summary's time covers both runs: the first up to its checkpoint, then this one
+    assert s["wall_s"] == pytest.approx(wall_at_checkpoint + s["session_wall_s"], abs=2e-3)
     a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "parted" / "last.pt")
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
@@ -142,6 +146,12 @@ def test_resume_is_bit_exact(tmp_path):
     # resuming a finished run does nothing and says so
     again = train(resumed, model_builder=tiny_builder)
     assert again["epochs_done"] == 3 and again["resumed_from"] == 3 and len(read_metrics(tmp_path / "parted")) == 3
+    # a checkpoint from before the time was kept: the whole time is unknown, not this run's alone
+    ck = load_checkpoint(tmp_path / "parted" / "last.pt")
+    del ck["wall_s"]
+    torch.save(ck, tmp_path / "parted" / "last.pt")
+    old = train(resumed, model_builder=tiny_builder)
+    assert old["wall_s"] is None and old["session_wall_s"] > 0
 
 
 def _snapshot(folder: Path):
