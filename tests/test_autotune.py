@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -268,3 +269,42 @@ def test_processes_agree_on_one_choice(fresh):
     assert len({o[0] for o in outs}) == 1 and sorted(int(o[1]) for o in outs) == [0, 0, 1], outs
     entries = json.loads(_file().read_text())["choices"]
     assert [e["choice"] for e in entries.values()] == [outs[0][0]]
+
+
+PORTABLE = """
+import itertools, sys, torch, torch.nn.functional as F
+from osep_nas import kernels
+from osep_nas.shuffle import channel_shuffle
+assert kernels.load() is not None, kernels._failed
+gen = torch.Generator().manual_seed(0)
+worst = 0.0
+for (n_in, n_out, groups), shuffle in itertools.product([(2, 2, 3), (4, 4, 2), (8, 4, 3), (3, 3, 5)], (False, True)):
+    x = torch.randn(2, groups * n_in, 9, 37, generator=gen, requires_grad=True)  # 37: a vector tail at 8 and 16 lanes
+    w = torch.randn(groups * n_out, n_in, 3, 3, generator=gen, requires_grad=True)
+    y = kernels.grouped_conv2d(x, w, None, 1, 1, 1, groups, shuffle_out=shuffle, impl="native")
+    assert "Narrow" in type(y.grad_fn).__name__
+    ref = F.conv2d(x, w, None, 1, 1, 1, groups)
+    ref = channel_shuffle(ref, groups) if shuffle else ref
+    g = torch.randn(ref.shape, generator=gen)
+    pairs = [(y, ref)] + list(zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)))
+    worst = max([worst] + [((u - v).abs().max() / max(v.abs().max(), 1.0)).item() for u, v in pairs])
+print(worst)
+"""
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="-march=x86-64-v3 is an x86 target")
+def test_the_avx2_build_computes_the_reference(tmp_path):
+    """``OSEP_NAS_NATIVE_ARCH=x86-64-v3`` builds the 256-bit path (on an AVX-512 CPU too, where
+    the native build takes the 512-bit one): forward and both gradients equal F.conv2d."""
+    env = dict(os.environ, OSEP_NAS_NATIVE_ARCH="x86-64-v3", OSEP_NAS_NATIVE="1", OSEP_NAS_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", PORTABLE], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) <= 1e-5
+
+
+def test_a_bad_arch_name_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("OSEP_NAS_NATIVE_ARCH", "native -fplugin=x")
+    with pytest.raises(ValueError, match="OSEP_NAS_NATIVE_ARCH"):
+        kernels._arch()
