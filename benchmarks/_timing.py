@@ -64,9 +64,19 @@ def time_cases(cases: Dict[str, Callable[[], None]], device: torch.device, repea
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def code_paths() -> str:
+    """Which instruction sets the CPU code runs with (benchmarks/cpu_isa.sh restricts them)."""
+    from osep_nas import kernels
+
+    return (f"torch kernels {torch.backends.cpu.get_cpu_capability()}, oneDNN "
+            f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}, MKL {os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'all')}, "
+            f"osep kernel -march={kernels.native_arch()}")
+
+
 def machine(device: torch.device) -> Dict[str, object]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(), "platform": platform.platform(), "device": str(device)}
+            "cpus": os.cpu_count(), "platform": platform.platform(), "device": str(device),
+            "code_paths": code_paths()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:

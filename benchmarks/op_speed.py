@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from _timing import common_args, machine, setup, time_cases, write_json
+from _timing import code_paths, common_args, machine, setup, time_cases, write_json
 from osep_nas import OSepConv2d, count_flops, create_model
 from osep_nas.conv import set_osep_impl
 from osep_nas.networks.resnet import make_conv3x3
@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--layers-only", action="store_true")
     args = p.parse_args()
     device = setup(args)
+    if device.type == "cpu":
+        print(f"code paths: {code_paths()}")
     results = {"machine": machine(device), "batch": args.batch, "amp": args.amp, "rows": []}
     by_format = {}
     for channels_last in (False, True):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from _timing import common_args, machine, setup, time_cases, write_json
+from _timing import code_paths, common_args, machine, setup, time_cases, write_json
 from osep_nas import create_model
 
 GROUPS = {  # models, batch, keywords of create_model
@@ -59,6 +59,8 @@ def main() -> None:
     device = setup(args)
     cl = args.memory_format == "channels_last" or (args.memory_format == "auto" and device.type == "cuda")
     fmt = torch.channels_last if cl else torch.contiguous_format
+    if device.type == "cpu":
+        print(f"code paths: {code_paths()}")
     results = {"machine": machine(device), "amp": args.amp, "memory_format": "channels_last" if cl else "nchw",
                "rows": []}
     for group in args.groups:

@@ -307,4 +307,4 @@ def test_the_avx2_build_computes_the_reference(tmp_path):
 def test_a_bad_arch_name_is_a_value_error(monkeypatch):
     monkeypatch.setenv("OSEP_NAS_NATIVE_ARCH", "native -fplugin=x")
     with pytest.raises(ValueError, match="OSEP_NAS_NATIVE_ARCH"):
-        kernels._arch()
+        kernels.native_arch()

@@ -82,7 +82,7 @@ def _cpu() -> str:
     return cpu
 
 
-def _arch() -> str:
+def native_arch() -> str:
     """The ``-march`` the kernel is built for: ``OSEP_NAS_NATIVE_ARCH`` (e.g. ``x86-64-v3``,
     AVX2 + FMA, for nodes of mixed CPUs), else ``native``; letters, digits, ``-_.`` only."""
     arch = os.environ.get("OSEP_NAS_NATIVE_ARCH", "").strip() or "native"
@@ -94,7 +94,8 @@ def _arch() -> str:
 def _build_name() -> str:
     """Extension name keyed by source, torch version, CPU and ``-march``; it also names the
     autotuner's cache file (timings belong to one build on one CPU)."""
-    key = SOURCE.read_text(encoding="utf-8") + torch.__version__ + _cpu() + ("" if _arch() == "native" else _arch())
+    arch = native_arch()
+    key = SOURCE.read_text(encoding="utf-8") + torch.__version__ + _cpu() + ("" if arch == "native" else arch)
     return f"osep_narrow_conv_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
@@ -105,7 +106,7 @@ def load():
         return None
     if _module is not None or _failed is not None:
         return _module
-    _arch()  # a bad OSEP_NAS_NATIVE_ARCH is the user's error, not a failed build
+    native_arch()  # a bad OSEP_NAS_NATIVE_ARCH is the user's error, not a failed build
     with _lock:
         if _module is not None or _failed is not None:
             return _module
@@ -119,7 +120,8 @@ def load():
                 ext_log.setLevel(level)
 
             log.info("building the native osep CPU kernel (once per machine, cached by torch)")
-            flags = ["-O3", "-fopenmp"] + ([f"-march={_arch()}"] if platform.machine() in ("x86_64", "AMD64") else [])
+            x86 = platform.machine() in ("x86_64", "AMD64")
+            flags = ["-O3", "-fopenmp"] + ([f"-march={native_arch()}"] if x86 else [])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _module = load_extension(name=_build_name(), sources=[str(SOURCE)], extra_cflags=flags,
