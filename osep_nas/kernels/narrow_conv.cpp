@@ -32,50 +32,119 @@ struct Geometry {
   }
 };
 
-// dst[t] = sum_k wts[k] * srcs[k][t]  for t in [0, len)
-template <typename T>
-void weighted_sum(T* __restrict dst, int64_t len, const std::vector<const T*>& srcs, const std::vector<T>& wts) {
-  const int64_t nk = static_cast<int64_t>(srcs.size());
-  int64_t t = 0;
 #if defined(__GNUC__)
-  // NV accumulators of one vector register each stay in registers over all taps (GCC/Clang
-  // vector extension); the width follows the build target: 512-bit with AVX-512, else 256-bit
-  // (AVX2; elsewhere the compiler splits it into the registers it has)
+// One vector register (GCC/Clang vector extension); the width follows the build target:
+// 512-bit with AVX-512, else 256-bit (AVX2; elsewhere the compiler splits it into the
+// registers it has).
 #if defined(__AVX512F__)
 #define OSEP_VEC_BYTES 64
 #else
 #define OSEP_VEC_BYTES 32
 #endif
+#define OSEP_VECTORS 1
+#endif
+
+// dst[o][t] = sum_k wts[o * nk + k] * srcs[k][t]  for o in [0, NO), t in [0, len):
+// NO outputs at once, so each source vector loaded feeds NO multiply-adds; the NO x NV
+// accumulators stay in registers over all taps.
+template <typename T, int NO>
+void weighted_sums(T* const* dst, int64_t len, const T* const* srcs, int64_t nk, const T* wts) {
+  int64_t t = 0;
+#if defined(OSEP_VECTORS)
   typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
-  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = 4;
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = NO >= 4 ? 2 : 4;
   for (; t + NV * L <= len; t += NV * L) {
-    Vec acc[NV] = {};
+    Vec acc[NO][NV] = {};
     for (int64_t k = 0; k < nk; ++k) {
       const T* s = srcs[k] + t;
-      Vec wv;
-      for (int64_t j = 0; j < L; ++j) wv[j] = wts[k];
-      for (int64_t u = 0; u < NV; ++u) {
-        Vec xv;
-        std::memcpy(&xv, s + u * L, sizeof(Vec));
-        acc[u] += wv * xv;
+      Vec xv[NV];
+#pragma GCC unroll 8
+      for (int64_t u = 0; u < NV; ++u) std::memcpy(&xv[u], s + u * L, sizeof(Vec));
+#pragma GCC unroll 8
+      for (int o = 0; o < NO; ++o) {
+        const Vec wv = Vec{} + wts[o * nk + k];
+#pragma GCC unroll 8
+        for (int64_t u = 0; u < NV; ++u) acc[o][u] += wv * xv[u];
       }
     }
-    std::memcpy(dst + t, acc, sizeof(acc));
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; ++o) std::memcpy(dst[o] + t, acc[o], sizeof(acc[o]));
   }
 #endif
   for (; t < len; ++t) {
-    T acc = 0;
-    for (int64_t k = 0; k < nk; ++k) acc += wts[k] * srcs[k][t];
-    dst[t] = acc;
+    for (int o = 0; o < NO; ++o) {
+      T acc = 0;
+      for (int64_t k = 0; k < nk; ++k) acc += wts[o * nk + k] * srcs[k][t];
+      dst[o][t] = acc;
+    }
   }
 }
 
+// the longest vector block weighted_sums takes at once: a loop run over a multiple of it has
+// no scalar tail (the extra columns land in the dropped part of the wide plane)
 template <typename T>
-T dot(const T* a, const T* b, int64_t len) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t t = 0; t < len; ++t) s += a[t] * b[t];
-  return s;
+constexpr int64_t sum_block() {
+#if defined(OSEP_VECTORS)
+  return 4 * (OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T)));
+#else
+  return 1;
+#endif
+}
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// all n outputs (dst[o], weights wts[o * nk ..]) in blocks of 4, 2 and 1
+template <typename T>
+void weighted_sums_all(T* const* dst, int64_t n, int64_t len, const T* const* srcs, int64_t nk, const T* wts) {
+  int64_t o = 0;
+  for (; o + 4 <= n; o += 4) weighted_sums<T, 4>(dst + o, len, srcs, nk, wts + o * nk);
+  for (; o + 2 <= n; o += 2) weighted_sums<T, 2>(dst + o, len, srcs, nk, wts + o * nk);
+  for (; o < n; ++o) weighted_sums<T, 1>(dst + o, len, srcs, nk, wts + o * nk);
+}
+
+// acc[k] += g[t] * srcs[k][t] lane by lane (k in [0, nk), t in [0, len)): acc holds nk vectors,
+// summed across lanes only once at the end (a per-call reduction costs more than the dot
+// products of a small plane); up to 8 sums at once, each in its own register (independent
+// chains). Elements past the last whole vector go to tail[k] (a scalar sum).
+template <typename T>
+void dots_accumulate(const T* g, const T* const* srcs, int64_t nk, int64_t len, T* acc, double* tail) {
+  int64_t whole = 0;
+#if defined(OSEP_VECTORS)
+  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  whole = len / L * L;
+  for (int64_t k0 = 0; k0 < nk; k0 += 8) {
+    const int64_t nb = std::min<int64_t>(8, nk - k0);
+    Vec a[8];
+    std::memcpy(a, acc + k0 * L, nb * sizeof(Vec));
+    for (int64_t t = 0; t < whole; t += L) {
+      Vec gv;
+      std::memcpy(&gv, g + t, sizeof(Vec));
+#pragma GCC unroll 8
+      for (int64_t k = 0; k < nb; ++k) {
+        Vec xv;
+        std::memcpy(&xv, srcs[k0 + k] + t, sizeof(Vec));
+        a[k] += gv * xv;
+      }
+    }
+    std::memcpy(acc + k0 * L, a, nb * sizeof(Vec));
+  }
+#endif
+  for (int64_t k = 0; k < nk; ++k) {
+    double s = 0;
+    for (int64_t t = whole; t < len; ++t) s += g[t] * srcs[k][t];
+    tail[k] += s;
+  }
+}
+
+// the number of lanes dots_accumulate keeps per sum
+template <typename T>
+constexpr int64_t lanes() {
+#if defined(OSEP_VECTORS)
+  return OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T));
+#else
+  return 1;
+#endif
 }
 
 // copy an h x w plane into a zeroed (h + top + bottom) x (w + left + right) buffer
@@ -88,10 +157,12 @@ template <typename T>
 void forward_impl(const T* x, const T* weight, T* y, const Geometry& g) {
   const int64_t hs = g.h + 2 * g.ph, ws = g.w + 2 * g.pw;
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.ho * ws, taps = g.kh * g.kw;
+  const int64_t run = round_up(wide, sum_block<T>());  // the sources stay inside buf: it has run - wide more
   at::parallel_for(0, g.batch * g.groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(g.n_in * plane, T(0)), out(wide);
+    std::vector<T> buf(g.n_in * plane + run - wide, T(0)), out(g.n_out * run);
     std::vector<const T*> srcs(g.n_in * taps);
-    std::vector<T> wts(g.n_in * taps);
+    std::vector<T*> dst(g.n_out);
+    for (int64_t o = 0; o < g.n_out; ++o) dst[o] = out.data() + o * run;
     for (int64_t p = begin; p < end; ++p) {
       const int64_t b = p / g.groups, grp = p % g.groups;
       for (int64_t i = 0; i < g.n_in; ++i) {
@@ -100,12 +171,11 @@ void forward_impl(const T* x, const T* weight, T* y, const Geometry& g) {
           for (int64_t c = 0; c < g.kw; ++c)
             srcs[i * taps + a * g.kw + c] = buf.data() + i * plane + a * g.dh * ws + c * g.dw;
       }
+      // the group's weights are (n_out, n_in * taps) rows: one row of weights per output
+      weighted_sums_all(dst.data(), g.n_out, run, srcs.data(), g.n_in * taps, weight + grp * g.n_out * g.n_in * taps);
       for (int64_t o = 0; o < g.n_out; ++o) {
-        const int64_t oc = grp * g.n_out + o;
-        std::copy(weight + oc * g.n_in * taps, weight + (oc + 1) * g.n_in * taps, wts.begin());
-        weighted_sum(out.data(), wide, srcs, wts);
-        T* yp = y + (b * g.c_out + g.out_pos(oc)) * g.ho * g.wo;
-        for (int64_t r = 0; r < g.ho; ++r) std::copy(out.data() + r * ws, out.data() + r * ws + g.wo, yp + r * g.wo);
+        T* yp = y + (b * g.c_out + g.out_pos(grp * g.n_out + o)) * g.ho * g.wo;
+        for (int64_t r = 0; r < g.ho; ++r) std::copy(dst[o] + r * ws, dst[o] + r * ws + g.wo, yp + r * g.wo);
       }
     }
   });
@@ -117,10 +187,13 @@ void input_grad_impl(const T* gy, const T* weight, T* gx, const Geometry& g) {
   const int64_t top = (g.kh - 1) * g.dh - g.ph, left = (g.kw - 1) * g.dw - g.pw;
   const int64_t hs = g.h + (g.kh - 1) * g.dh, ws = g.w + (g.kw - 1) * g.dw;
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.h * ws, taps = g.kh * g.kw;
+  const int64_t run = round_up(wide, sum_block<T>());
   at::parallel_for(0, g.batch * g.groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(g.n_out * plane, T(0)), out(wide);
+    std::vector<T> buf(g.n_out * plane + run - wide, T(0)), out(g.n_in * run);
     std::vector<const T*> srcs(g.n_out * taps);
-    std::vector<T> wts(g.n_out * taps);
+    std::vector<T> wts(g.n_in * g.n_out * taps);  // (n_in, n_out * taps): one row per input channel
+    std::vector<T*> dst(g.n_in);
+    for (int64_t i = 0; i < g.n_in; ++i) dst[i] = out.data() + i * run;
     for (int64_t p = begin; p < end; ++p) {
       const int64_t b = p / g.groups, grp = p % g.groups;
       for (int64_t o = 0; o < g.n_out; ++o) {
@@ -130,14 +203,15 @@ void input_grad_impl(const T* gy, const T* weight, T* gx, const Geometry& g) {
           for (int64_t c = 0; c < g.kw; ++c)
             srcs[o * taps + a * g.kw + c] = buf.data() + o * plane + (g.kh - 1 - a) * g.dh * ws + (g.kw - 1 - c) * g.dw;
       }
-      for (int64_t i = 0; i < g.n_in; ++i) {
+      for (int64_t i = 0; i < g.n_in; ++i)
         for (int64_t o = 0; o < g.n_out; ++o) {
           const T* wp = weight + ((grp * g.n_out + o) * g.n_in + i) * taps;
-          std::copy(wp, wp + taps, wts.begin() + o * taps);
+          std::copy(wp, wp + taps, wts.begin() + (i * g.n_out + o) * taps);
         }
-        weighted_sum(out.data(), wide, srcs, wts);
+      weighted_sums_all(dst.data(), g.n_in, run, srcs.data(), g.n_out * taps, wts.data());
+      for (int64_t i = 0; i < g.n_in; ++i) {
         T* xp = gx + (b * g.c_in + grp * g.n_in + i) * g.h * g.w;
-        for (int64_t r = 0; r < g.h; ++r) std::copy(out.data() + r * ws, out.data() + r * ws + g.w, xp + r * g.w);
+        for (int64_t r = 0; r < g.h; ++r) std::copy(dst[i] + r * ws, dst[i] + r * ws + g.w, xp + r * g.w);
       }
     }
   });
@@ -150,23 +224,31 @@ void weight_grad_impl(const T* gy, const T* x, T* gw, const Geometry& g) {
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.ho * ws, taps = g.kh * g.kw;
   at::parallel_for(0, g.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(g.n_in * plane, T(0)), gwide(wide, T(0));  // columns >= wo stay 0
-    std::vector<double> acc(g.n_out * g.n_in * taps);
+    const int64_t nw = g.n_out * g.n_in * taps;
+    std::vector<T> acc(nw * lanes<T>());
+    std::vector<double> tail(nw);
+    std::vector<const T*> srcs(g.n_in * taps);
+    for (int64_t i = 0; i < g.n_in; ++i)
+      for (int64_t a = 0; a < g.kh; ++a)
+        for (int64_t c = 0; c < g.kw; ++c) srcs[i * taps + a * g.kw + c] = buf.data() + i * plane + a * g.dh * ws + c * g.dw;
     for (int64_t grp = begin; grp < end; ++grp) {
-      std::fill(acc.begin(), acc.end(), 0.0);
+      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill(tail.begin(), tail.end(), 0.0);
       for (int64_t b = 0; b < g.batch; ++b) {
         for (int64_t i = 0; i < g.n_in; ++i)
           pad_plane(x + (b * g.c_in + grp * g.n_in + i) * g.h * g.w, g.h, g.w, buf.data() + i * plane, g.ph, g.pw, ws);
         for (int64_t o = 0; o < g.n_out; ++o) {
           pad_plane(gy + (b * g.c_out + g.out_pos(grp * g.n_out + o)) * g.ho * g.wo, g.ho, g.wo, gwide.data(), 0, 0, ws);
-          for (int64_t i = 0; i < g.n_in; ++i)
-            for (int64_t a = 0; a < g.kh; ++a)
-              for (int64_t c = 0; c < g.kw; ++c)
-                acc[(o * g.n_in + i) * taps + a * g.kw + c] +=
-                    dot(gwide.data(), buf.data() + i * plane + a * g.dh * ws + c * g.dw, wide);
+          dots_accumulate(gwide.data(), srcs.data(), g.n_in * taps, wide, acc.data() + o * g.n_in * taps * lanes<T>(),
+                          tail.data() + o * g.n_in * taps);
         }
       }
       T* out = gw + grp * g.n_out * g.n_in * taps;
-      for (int64_t k = 0; k < g.n_out * g.n_in * taps; ++k) out[k] = static_cast<T>(acc[k]);
+      for (int64_t k = 0; k < nw; ++k) {
+        double sum = tail[k];
+        for (int64_t j = 0; j < lanes<T>(); ++j) sum += acc[k * lanes<T>() + j];
+        out[k] = static_cast<T>(sum);
+      }
     }
   });
 }
