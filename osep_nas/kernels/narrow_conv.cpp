@@ -52,7 +52,7 @@ void weighted_sums(T* const* dst, int64_t len, const T* const* srcs, int64_t nk,
   int64_t t = 0;
 #if defined(OSEP_VECTORS)
   typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
-  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = NO >= 4 ? 2 : 4;
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = NO >= 3 ? 2 : 4;  // <= 8 accumulators (AVX2 has 16 registers)
   for (; t + NV * L <= len; t += NV * L) {
     Vec acc[NO][NV] = {};
     for (int64_t k = 0; k < nk; ++k) {
@@ -93,13 +93,14 @@ constexpr int64_t sum_block() {
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// all n outputs (dst[o], weights wts[o * nk ..]) in blocks of 4, 2 and 1
+// all n outputs (dst[o], weights wts[o * nk ..]) in blocks of 4, then one block of the 1-3 left
 template <typename T>
 void weighted_sums_all(T* const* dst, int64_t n, int64_t len, const T* const* srcs, int64_t nk, const T* wts) {
   int64_t o = 0;
   for (; o + 4 <= n; o += 4) weighted_sums<T, 4>(dst + o, len, srcs, nk, wts + o * nk);
-  for (; o + 2 <= n; o += 2) weighted_sums<T, 2>(dst + o, len, srcs, nk, wts + o * nk);
-  for (; o < n; ++o) weighted_sums<T, 1>(dst + o, len, srcs, nk, wts + o * nk);
+  if (n - o == 3) weighted_sums<T, 3>(dst + o, len, srcs, nk, wts + o * nk);
+  if (n - o == 2) weighted_sums<T, 2>(dst + o, len, srcs, nk, wts + o * nk);
+  if (n - o == 1) weighted_sums<T, 1>(dst + o, len, srcs, nk, wts + o * nk);
 }
 
 // acc[k] += g[t] * srcs[k][t] lane by lane (k in [0, nk), t in [0, len)): acc holds nk vectors,
