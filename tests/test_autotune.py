@@ -308,3 +308,29 @@ def test_a_bad_arch_name_is_a_value_error(monkeypatch):
     monkeypatch.setenv("OSEP_NAS_NATIVE_ARCH", "native -fplugin=x")
     with pytest.raises(ValueError, match="OSEP_NAS_NATIVE_ARCH"):
         kernels.native_arch()
+
+
+@needs_kernel
+@pytest.mark.parametrize("impl", autotune.CANDIDATES)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_channels_last_input_gives_the_function_and_format_of_f_conv2d(impl, shuffle):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 12, 9, 7, generator=gen).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(12, 4, 3, 3, generator=gen, requires_grad=True)
+    assert kernels.covers(x, w, (1, 1), (1, 1), (1, 1), 3)
+    if impl == "native" and not shuffle:  # unshuffled channels-last stays with oneDNN
+        with pytest.raises(ValueError, match="impl"):
+            kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3, impl=impl)
+        return
+    y = kernels.grouped_conv2d(x, w, None, 1, 1, 1, 3, shuffle_out=shuffle, impl=impl)
+    ref = F.conv2d(x, w, None, 1, 1, 1, 3)
+    ref = channel_shuffle(ref, 3) if shuffle else ref
+    assert y.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last) != shuffle
+    _check(y, ref, 1e-5)
+    g = torch.randn(ref.shape, generator=gen)
+    for u, v in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        _check(u, v, 1e-5)
+    nchw = x.detach().contiguous()
+    assert autotune.key_of(x, w, (1, 1), (1, 1), (1, 1), 3, 3) == \
+        autotune.key_of(nchw, w, (1, 1), (1, 1), (1, 1), 3, 3) + " channels_last"

@@ -147,7 +147,8 @@ def covers(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], paddi
     return (
         type(x) is torch.Tensor and type(weight) in (torch.Tensor, torch.nn.Parameter)  # no subclasses (NNI shapes)
         and x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
-        and x.is_contiguous() and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
+        and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+        and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
         and 1 <= weight.shape[1] <= NATIVE_MAX_IN_PER_GROUP
         and 0 <= padding[0] <= (kh - 1) * dilation[0] and 0 <= padding[1] <= (kw - 1) * dilation[1]
         and not _cpu_autocast() and not tracing_or_counting()
@@ -183,7 +184,9 @@ IntPair = Union[int, Sequence[int]]
 def _forward(how: str, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
              dilation, groups: int, shuffle: int) -> torch.Tensor:
     if how == "native":
-        y = _NarrowConv.apply(x, weight, padding, dilation, groups, shuffle)
+        # the kernel is NCHW: a channels-last input is copied in; shuffled (the only case it takes
+        # channels-last), the output is NCHW, as F.conv2d + channel_shuffle gives it
+        y = _NarrowConv.apply(x.contiguous(), weight, padding, dilation, groups, shuffle)
         if bias is not None:
             b = bias.view(groups, -1).t().reshape(-1) if shuffle > 1 else bias
             y = y + b.view(1, -1, 1, 1)
@@ -204,7 +207,10 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """
     stride, padding, dilation = _two(stride), _two(padding), _two(dilation)
     shuffle = groups if shuffle_out else 1
-    native = covers(x, weight, stride, padding, dilation, groups) and load() is not None
+    # channels-last only where the output is shuffled: F.conv2d + shuffle returns NCHW then, so
+    # the kernel's one copy (in) is the whole cost; unshuffled, oneDNN keeps channels-last
+    native = covers(x, weight, stride, padding, dilation, groups) and (shuffle > 1 or x.is_contiguous()) \
+        and load() is not None
     if impl is None:
         how = "onednn"
         if native:

@@ -76,7 +76,8 @@ def key_of(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gro
     among = "" if tuple(candidates) == CANDIDATES else f" among={'/'.join(candidates)}"
     return (f"x={dims(x.shape)} w={dims(weight.shape)} stride={dims(stride)} pad={dims(padding)} "
             f"dil={dims(dilation)} groups={groups} shuffle={int(shuffle > 1)} {str(x.dtype).replace('torch.', '')} "
-            f"grad={int(_grads(x, weight))} threads={torch.get_num_threads()}{among}")
+            f"grad={int(_grads(x, weight))} threads={torch.get_num_threads()}{among}"
+            f"{'' if x.is_contiguous() else ' channels_last'}")
 
 
 def choose(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int, shuffle: int,
