@@ -334,3 +334,17 @@ def test_a_channels_last_input_gives_the_function_and_format_of_f_conv2d(impl, s
     nchw = x.detach().contiguous()
     assert autotune.key_of(x, w, (1, 1), (1, 1), (1, 1), 3, 3) == \
         autotune.key_of(nchw, w, (1, 1), (1, 1), (1, 1), 3, 3) + " channels_last"
+
+
+@needs_kernel
+def test_a_channels_last_call_is_timed_on_channels_last_tensors(fresh):
+    seen = []
+
+    def run(c, a, w):
+        seen.append(a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous())
+        return kernels._forward(c, a, w, None, (1, 1), (1, 1), (1, 1), 3, 3)
+
+    x = torch.randn(2, 12, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(12, 4, 3, 3, requires_grad=True)
+    choice = autotune.choose(x, w, (1, 1), (1, 1), (1, 1), 3, 3, run, kernels._build_name)
+    assert choice in autotune.CANDIDATES and len(seen) == 2 * (autotune.REPS + 1) and all(seen)
