@@ -103,6 +103,33 @@ void weighted_sums_all(T* const* dst, int64_t n, int64_t len, const T* const* sr
   if (n - o == 1) weighted_sums<T, 1>(dst + o, len, srcs, nk, wts + o * nk);
 }
 
+#if defined(OSEP_VECTORS)
+// a[k] += g[t] * srcs[k][t] for NB sums at once over whole vectors (t < whole): NB is a
+// compile-time constant so the NB accumulators live in registers (a run-time count kept them
+// in memory, a store and a load per multiply-add)
+template <typename T, int NB>
+void dots_block(const T* g, const T* const* srcs, int64_t whole, T* acc) {
+  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  Vec a[NB];
+  const T* s[NB];
+  std::memcpy(a, acc, sizeof(a));
+#pragma GCC unroll 8
+  for (int k = 0; k < NB; ++k) s[k] = srcs[k];
+  for (int64_t t = 0; t < whole; t += L) {
+    Vec gv;
+    std::memcpy(&gv, g + t, sizeof(Vec));
+#pragma GCC unroll 8
+    for (int k = 0; k < NB; ++k) {
+      Vec xv;
+      std::memcpy(&xv, s[k] + t, sizeof(Vec));
+      a[k] += gv * xv;
+    }
+  }
+  std::memcpy(acc, a, sizeof(a));
+}
+#endif
+
 // acc[k] += g[t] * srcs[k][t] lane by lane (k in [0, nk), t in [0, len)): acc holds nk vectors,
 // summed across lanes only once at the end (a per-call reduction costs more than the dot
 // products of a small plane); up to 8 sums at once, each in its own register (independent
@@ -111,24 +138,21 @@ template <typename T>
 void dots_accumulate(const T* g, const T* const* srcs, int64_t nk, int64_t len, T* acc, double* tail) {
   int64_t whole = 0;
 #if defined(OSEP_VECTORS)
-  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
   constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
   whole = len / L * L;
   for (int64_t k0 = 0; k0 < nk; k0 += 8) {
-    const int64_t nb = std::min<int64_t>(8, nk - k0);
-    Vec a[8];
-    std::memcpy(a, acc + k0 * L, nb * sizeof(Vec));
-    for (int64_t t = 0; t < whole; t += L) {
-      Vec gv;
-      std::memcpy(&gv, g + t, sizeof(Vec));
-#pragma GCC unroll 8
-      for (int64_t k = 0; k < nb; ++k) {
-        Vec xv;
-        std::memcpy(&xv, srcs[k0 + k] + t, sizeof(Vec));
-        a[k] += gv * xv;
-      }
+    const T* const* s = srcs + k0;
+    T* a = acc + k0 * L;
+    switch (std::min<int64_t>(8, nk - k0)) {
+      case 8: dots_block<T, 8>(g, s, whole, a); break;
+      case 7: dots_block<T, 7>(g, s, whole, a); break;
+      case 6: dots_block<T, 6>(g, s, whole, a); break;
+      case 5: dots_block<T, 5>(g, s, whole, a); break;
+      case 4: dots_block<T, 4>(g, s, whole, a); break;
+      case 3: dots_block<T, 3>(g, s, whole, a); break;
+      case 2: dots_block<T, 2>(g, s, whole, a); break;
+      default: dots_block<T, 1>(g, s, whole, a); break;
     }
-    std::memcpy(acc + k0 * L, a, nb * sizeof(Vec));
   }
 #endif
   for (int64_t k = 0; k < nk; ++k) {
