@@ -24,6 +24,8 @@ IMPLS = ("fast", "reference")
 #: pixels per channel runs as a batched matrix product (else oneDNN); with tuning on, the
 #: faster of the two for the shape on this CPU runs.
 MATMUL_MIN_PIXELS = 1024
+#: the schedule of a layer the fused kernel may run whole (grouped KxK, shuffle, grouped 1x1)
+FUSABLE = ["native", "matmul"]
 
 
 class TunedConv2d(nn.Conv2d):
@@ -154,20 +156,48 @@ class OSepConv2d(nn.Module):
         return schedule
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        if self._schedule == FUSABLE:
+            first, second = self.convs
+            if kernels.fused_covers(x, first.weight, second.weight, first.stride, first.padding, first.dilation,
+                                    first.groups, second.groups) and self._fused_choice(x) == "fused":
+                y = kernels.fused_osep(x, first.weight, second.weight, first.padding, first.dilation, first.groups,
+                                       second.groups)
+                return y if second.bias is None else y + second.bias.view(1, -1, 1, 1)
+        return self._forward_steps(x, [conv.weight for conv in self.convs])
+
+    def _fused_choice(self, x: torch.Tensor) -> str:
+        """``"fused"`` (one native pass: :func:`osep_nas.kernels.fused_osep`) or ``"separate"``
+        (the steps of the schedule, each tuned): the faster for this shape on this CPU, timed
+        once by the autotuner; ``"separate"`` with ``OSEP_NAS_AUTOTUNE=0``."""
+        first, second = self.convs
+
+        def run(c: str, a: torch.Tensor, w: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+            if c == "fused":
+                return kernels.fused_osep(a, w, w1, first.padding, first.dilation, first.groups, second.groups)
+            return self._forward_steps(a, [w, w1])
+
+        return autotune.choose(x, first.weight, first.stride, first.padding, first.dilation, first.groups,
+                               first.groups, run, kernels._build_name, candidates=autotune.FUSED, fixed="separate",
+                               extra=f"w1={'x'.join(map(str, second.weight.shape))} groups1={second.groups}",
+                               extra_weights=[second.weight])
+
+    def _forward_steps(self, x: torch.Tensor, weights: List[torch.Tensor]) -> torch.Tensor:
+        """The schedule's steps one by one, with ``weights`` (the convolutions' own, or the
+        autotuner's stand-ins of their shapes)."""
         last = len(self.convs) - 1
         shuffled = False  # x is already in the order the shuffle would give
-        for i, (conv, how) in enumerate(zip(self.convs, self._schedule)):
+        for i, (conv, how, weight) in enumerate(zip(self.convs, self._schedule, weights)):
             need_shuffle = i < last and conv.groups > 1
             if how == "native":
-                x = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
+                x = kernels.grouped_conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation,
                                            conv.groups, shuffle_out=need_shuffle)
                 shuffled = need_shuffle
             elif how == "matmul" and type(x) is torch.Tensor and not kernels.tracing_or_counting() \
                     and x.device.type == "cpu" and x.is_contiguous() and _pointwise_choice(x, conv) == "matmul":
-                x = _pointwise_as_matmul(x, conv.weight, conv.bias, conv.groups)
+                x = _pointwise_as_matmul(x, weight, conv.bias, conv.groups)
                 shuffled = False
             else:
-                x = conv(x)
+                x = conv(x) if weight is conv.weight else conv._conv_forward(x, weight, conv.bias)
                 shuffled = False
             if need_shuffle and not shuffled:
                 x = channel_shuffle(x, conv.groups)

@@ -288,6 +288,15 @@ for (n_in, n_out, groups), shuffle in itertools.product([(2, 2, 3), (4, 4, 2), (
     g = torch.randn(ref.shape, generator=gen)
     pairs = [(y, ref)] + list(zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)))
     worst = max([worst] + [((u - v).abs().max() / max(v.abs().max(), 1.0)).item() for u, v in pairs])
+for h, w in ((9, 37), (32, 32)):  # the fused layer: its 1x1 step on compact, then on wide planes
+    x = torch.randn(2, 12, h, w, generator=gen, requires_grad=True)
+    wt = torch.randn(12, 2, 3, 3, generator=gen, requires_grad=True)
+    w1 = torch.randn(12, 6, 1, 1, generator=gen, requires_grad=True)
+    y = kernels.fused_osep(x, wt, w1, 1, 1, 6, 2)
+    ref = F.conv2d(channel_shuffle(F.conv2d(x, wt, None, 1, 1, 1, 6), 6), w1, None, 1, 0, 1, 2)
+    g = torch.randn(ref.shape, generator=gen)
+    pairs = [(y, ref)] + list(zip(torch.autograd.grad(y, (x, wt, w1), g), torch.autograd.grad(ref, (x, wt, w1), g)))
+    worst = max([worst] + [((u - v).abs().max() / max(v.abs().max(), 1.0)).item() for u, v in pairs])
 print(worst)
 """
 
@@ -296,7 +305,8 @@ print(worst)
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="-march=x86-64-v3 is an x86 target")
 def test_the_avx2_build_computes_the_reference(tmp_path):
     """``OSEP_NAS_NATIVE_ARCH=x86-64-v3`` builds the 256-bit path (on an AVX-512 CPU too, where
-    the native build takes the 512-bit one): forward and both gradients equal F.conv2d."""
+    the native build takes the 512-bit one): forward and both gradients equal F.conv2d, and the
+    fused layer's forward and three gradients its two steps."""
     env = dict(os.environ, OSEP_NAS_NATIVE_ARCH="x86-64-v3", OSEP_NAS_NATIVE="1", OSEP_NAS_CACHE_DIR=str(tmp_path),
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     done = subprocess.run([sys.executable, "-c", PORTABLE], env=env, capture_output=True, text=True, timeout=600)

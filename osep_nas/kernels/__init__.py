@@ -178,6 +178,26 @@ class _NarrowConv(torch.autograd.Function):
         return gx, gw, None, None, None, None
 
 
+class _FusedOSep(torch.autograd.Function):
+    """Autograd wrapper of the fused two-step osep layer: forward and the three gradients."""
+
+    @staticmethod
+    def forward(ctx, x, weight, weight1, padding, dilation, groups, groups1):
+        ext = load()
+        ctx.save_for_backward(x, weight, weight1)
+        ctx.conf = (list(padding), list(dilation), groups, groups1)
+        return ext.osep_forward(x, weight.contiguous(), weight1.contiguous(), *ctx.conf)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        ext = load()
+        x, weight, weight1 = ctx.saved_tensors
+        gx, gw, gw1 = ext.osep_backward(grad_out.contiguous(), x, weight.contiguous(), weight1.contiguous(), *ctx.conf,
+                                        *ctx.needs_input_grad[:3])
+        return gx, gw, gw1, None, None, None, None
+
+
 IntPair = Union[int, Sequence[int]]
 
 
@@ -223,3 +243,24 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     else:
         how = impl
     return _forward(how, x, weight, bias, stride, padding, dilation, groups, shuffle)
+
+
+def fused_covers(x: torch.Tensor, weight: torch.Tensor, weight1: torch.Tensor, stride: Tuple[int, int],
+                 padding: Tuple[int, int], dilation: Tuple[int, int], groups: int, groups1: int) -> bool:
+    """Whether the fused kernel handles ``conv1x1(shuffle(convKxK(x)))`` for these weights
+    (the KxK step as :func:`covers` says, an unstrided 1x1 step after it)."""
+    return (covers(x, weight, stride, padding, dilation, groups) and type(weight1) in (torch.Tensor, torch.nn.Parameter)
+            and weight1.dtype == x.dtype and weight1.dim() == 4 and tuple(weight1.shape[-2:]) == (1, 1)
+            and groups1 > 0 and weight1.shape[1] * groups1 == weight.shape[0] and weight1.shape[0] % groups1 == 0
+            and load() is not None)
+
+
+def fused_osep(x: torch.Tensor, weight: torch.Tensor, weight1: torch.Tensor, padding: IntPair, dilation: IntPair,
+               groups: int, groups1: int) -> torch.Tensor:
+    """``F.conv2d(channel_shuffle(F.conv2d(x, weight, None, 1, padding, dilation, groups), groups),
+    weight1, groups=groups1)`` in one native pass per image (the intermediate never goes to
+    memory; the backward recomputes it); only where :func:`fused_covers` holds."""
+    padding, dilation = _two(padding), _two(dilation)
+    if not fused_covers(x, weight, weight1, (1, 1), padding, dilation, groups, groups1):
+        raise ValueError("fused_osep: the native kernel does not cover this call (see fused_covers)")
+    return _FusedOSep.apply(x.contiguous(), weight, weight1, padding, dilation, groups, groups1)

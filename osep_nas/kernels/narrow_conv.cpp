@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -178,6 +180,14 @@ void pad_plane(const T* src, int64_t h, int64_t w, T* dst, int64_t top, int64_t 
   for (int64_t r = 0; r < h; ++r) std::copy(src + r * w, src + (r + 1) * w, dst + (r + top) * width + left);
 }
 
+// copy rows x cols of a plane whose rows are src_stride apart into a zeroed buffer of row
+// width `width`, at (top, left)
+template <typename T>
+void pad_rows(const T* src, int64_t rows, int64_t cols, int64_t src_stride, T* dst, int64_t top, int64_t left,
+              int64_t width) {
+  for (int64_t r = 0; r < rows; ++r) std::copy(src + r * src_stride, src + r * src_stride + cols, dst + (r + top) * width + left);
+}
+
 template <typename T>
 void forward_impl(const T* x, const T* weight, T* y, const Geometry& g) {
   const int64_t hs = g.h + 2 * g.ph, ws = g.w + 2 * g.pw;
@@ -278,6 +288,218 @@ void weight_grad_impl(const T* gy, const T* x, T* gw, const Geometry& g) {
   });
 }
 
+
+// ---------------------------------------------------------------------------------------
+// A whole two-step osep layer in one pass per image: the grouped KxK convolution above
+// (output in shuffled order), then the grouped 1x1 convolution that follows the shuffle.
+// The intermediate (the KxK output) lives only in a per-thread buffer of one image's
+// "wide" planes, never in memory: forward reads x and writes y, backward reads dy and x
+// and writes dx (the intermediate is recomputed per image), where the two-call form also
+// writes and reads the intermediate and its gradient.  Threads take images; the weight
+// gradients are summed per thread and added up in a fixed order.
+struct Pointwise {
+  int64_t groups, n_in, n_out, c_out;  // the 1x1: c_mid = groups * n_in inputs
+};
+
+Pointwise make_pointwise(const at::Tensor& w1, const Geometry& g, int64_t groups1) {
+  TORCH_CHECK(w1.dim() == 4 && w1.size(2) == 1 && w1.size(3) == 1, "osep_fused: the second weight must be 1x1");
+  TORCH_CHECK(groups1 > 0 && w1.size(1) * groups1 == g.c_out && w1.size(0) % groups1 == 0,
+              "osep_fused: the 1x1 weight does not match the first convolution's output channels");
+  return Pointwise{groups1, w1.size(1), w1.size(0) / groups1, w1.size(0)};
+}
+
+// the layout both passes share: padded input planes of a group and wide intermediate planes
+struct FusedLayout {
+  int64_t hs, ws, plane, wide, taps, run;
+  explicit FusedLayout(const Geometry& g) {
+    hs = g.h + 2 * g.ph;
+    ws = g.w + 2 * g.pw;
+    plane = hs * ws + (g.kw - 1) * g.dw;
+    wide = g.ho * ws;
+    taps = g.kh * g.kw;
+  }
+};
+
+// the KxK convolution of one image into wide planes mid[c_mid][run] (shuffled order); the
+// group's padded input planes are left in xbuf + grp * (n_in * plane + slack)
+template <typename T>
+void fused_first_step(const T* xb, const T* weight, const Geometry& g, const FusedLayout& f, int64_t run,
+                      T* xbuf, int64_t group_stride, T* mid, std::vector<const T*>& srcs, std::vector<T*>& dst) {
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    T* gb = xbuf + grp * group_stride;
+    for (int64_t i = 0; i < g.n_in; ++i) {
+      pad_plane(xb + (grp * g.n_in + i) * g.h * g.w, g.h, g.w, gb + i * f.plane, g.ph, g.pw, f.ws);
+      for (int64_t a = 0; a < g.kh; ++a)
+        for (int64_t c = 0; c < g.kw; ++c) srcs[i * f.taps + a * g.kw + c] = gb + i * f.plane + a * g.dh * f.ws + c * g.dw;
+    }
+    for (int64_t o = 0; o < g.n_out; ++o) dst[o] = mid + g.out_pos(grp * g.n_out + o) * run;
+    weighted_sums_all(dst.data(), g.n_out, run, srcs.data(), g.n_in * f.taps, weight + grp * g.n_out * g.n_in * f.taps);
+  }
+}
+
+// the valid ho x wo part of each of n wide planes (row width ws, planes `run` apart) as
+// contiguous planes `run_c` apart: the 1x1 step then runs over no dropped columns
+template <typename T>
+void compact_planes(const T* wide, int64_t n, int64_t run, int64_t ws, int64_t ho, int64_t wo, T* dst, int64_t run_c) {
+  for (int64_t c = 0; c < n; ++c)
+    for (int64_t r = 0; r < ho; ++r) std::copy(wide + c * run + r * ws, wide + c * run + r * ws + wo, dst + c * run_c + r * wo);
+}
+
+// where the 1x1 step runs: on the KxK step's wide planes, or on compact ho x wo copies where
+// the dropped columns would be more than 1/8 of the work (small planes)
+struct PointwisePlanes {
+  bool compact;
+  int64_t run, stride, len;  // plane spacing, row width, elements up to the last valid one
+};
+
+template <typename T>
+PointwisePlanes pointwise_planes(const Geometry& g, const FusedLayout& f, int64_t run_wide) {
+  const int64_t run_c = round_up(g.ho * g.wo, sum_block<T>());
+  if (run_c * 8 < run_wide * 7) return {true, run_c, g.wo, g.ho * g.wo};
+  return {false, run_wide, f.ws, f.wide};
+}
+
+template <typename T>
+void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geometry& g, const Pointwise& pw) {
+  const FusedLayout f(g);
+  const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
+  const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
+  const int64_t group_stride = g.n_in * f.plane + run - f.wide;
+  at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> xbuf(g.groups * group_stride, T(0)), mid(g.c_out * run), midc(pp.compact ? g.c_out * pp.run : 0, T(0));
+    std::vector<T> out(pw.n_out * pp.run);
+    std::vector<const T*> srcs(std::max(g.n_in * f.taps, pw.n_in));
+    std::vector<T*> dst(std::max(g.n_out, pw.n_out));
+    const T* mid_p = pp.compact ? midc.data() : mid.data();
+    for (int64_t b = begin; b < end; ++b) {
+      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst);
+      if (pp.compact) compact_planes(mid.data(), g.c_out, run, f.ws, g.ho, g.wo, midc.data(), pp.run);
+      for (int64_t grp = 0; grp < pw.groups; ++grp) {
+        for (int64_t k = 0; k < pw.n_in; ++k) srcs[k] = mid_p + (grp * pw.n_in + k) * pp.run;
+        for (int64_t o = 0; o < pw.n_out; ++o) dst[o] = out.data() + o * pp.run;
+        weighted_sums_all(dst.data(), pw.n_out, pp.run, srcs.data(), pw.n_in, w1 + grp * pw.n_out * pw.n_in);
+        for (int64_t o = 0; o < pw.n_out; ++o)
+          compact_planes(dst[o], 1, pp.run, pp.stride, g.ho, g.wo, y + (b * pw.c_out + grp * pw.n_out + o) * pix, pix);
+      }
+    }
+  });
+}
+
+template <typename T>
+void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* gx, T* gw3, T* gw1, const Geometry& g,
+                         const Pointwise& pw) {
+  const FusedLayout f(g);
+  const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
+  const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
+  const int64_t group_stride = g.n_in * f.plane + run - f.wide;
+  // the input gradient's padded planes: dmid rows at (top, left), row width wsi
+  const int64_t top = (g.kh - 1) * g.dh - g.ph, left = (g.kw - 1) * g.dw - g.pw;
+  const int64_t wsi = g.w + (g.kw - 1) * g.dw, hsi = g.h + (g.kh - 1) * g.dh;
+  const int64_t plane_i = hsi * wsi + (g.kw - 1) * g.dw, wide_i = g.h * wsi;
+  const int64_t run_i = round_up(wide_i, sum_block<T>());
+  const int64_t n3 = g.c_out * g.n_in * f.taps, n1 = pw.c_out * pw.n_in, L = lanes<T>();
+  // the weights as the input-gradient sums read them: one row per input channel
+  std::vector<T> w1t(pw.groups * pw.n_in * pw.n_out), w3t(g.groups * g.n_in * g.n_out * f.taps);
+  for (int64_t grp = 0; grp < pw.groups; ++grp)
+    for (int64_t o = 0; o < pw.n_out; ++o)
+      for (int64_t k = 0; k < pw.n_in; ++k)
+        w1t[(grp * pw.n_in + k) * pw.n_out + o] = w1[(grp * pw.n_out + o) * pw.n_in + k];
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t i = 0; i < g.n_in; ++i)
+      for (int64_t o = 0; o < g.n_out; ++o)
+        for (int64_t t = 0; t < f.taps; ++t)
+          w3t[((grp * g.n_in + i) * g.n_out + o) * f.taps + t] = w3[((grp * g.n_out + o) * g.n_in + i) * f.taps + t];
+  std::mutex merge;
+  std::vector<std::pair<int64_t, std::vector<double>>> partial;  // (first image, the chunk's weight gradients)
+  at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    // dy and dmid in the 1x1 step's planes (dropped columns 0), mid in them, dmid in wide planes
+    std::vector<T> xbuf(g.groups * group_stride, T(0)), mid(g.c_out * run), midc(pp.compact ? g.c_out * pp.run : 0, T(0));
+    std::vector<T> dyc(pw.c_out * pp.run, T(0)), dmidc(g.c_out * pp.run);
+    std::vector<T> dmidw(gw3 && pp.compact ? g.c_out * run : 0, T(0));
+    const T* mid_p = pp.compact ? midc.data() : mid.data();
+    const T* dmid_w = pp.compact ? dmidw.data() : dmidc.data();
+    std::vector<T> dpad(g.n_out * plane_i + run_i - wide_i, T(0)), dxw(g.n_in * run_i);
+    std::vector<T> acc3(gw3 ? n3 * L : 0, T(0)), acc1(gw1 ? n1 * L : 0, T(0));
+    std::vector<double> tail3(gw3 ? n3 : 0, 0.0), tail1(gw1 ? n1 : 0, 0.0);
+    std::vector<const T*> srcs(std::max({g.n_in * f.taps, g.n_out * f.taps, pw.n_in, pw.n_out}));
+    std::vector<T*> dst(std::max({g.n_out, g.n_in, pw.n_in, pw.n_out}));
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t c = 0; c < pw.c_out; ++c)
+        pad_plane(gy + (b * pw.c_out + c) * pix, g.ho, g.wo, dyc.data() + c * pp.run, 0, 0, pp.stride);
+      // the intermediate's gradient (0 in the dropped columns, as dy is)
+      for (int64_t grp = 0; grp < pw.groups; ++grp) {
+        for (int64_t o = 0; o < pw.n_out; ++o) srcs[o] = dyc.data() + (grp * pw.n_out + o) * pp.run;
+        for (int64_t k = 0; k < pw.n_in; ++k) dst[k] = dmidc.data() + (grp * pw.n_in + k) * pp.run;
+        weighted_sums_all(dst.data(), pw.n_in, pp.run, srcs.data(), pw.n_out, w1t.data() + grp * pw.n_in * pw.n_out);
+      }
+      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst);
+      if (gw1) {
+        if (pp.compact) compact_planes(mid.data(), g.c_out, run, f.ws, g.ho, g.wo, midc.data(), pp.run);
+        for (int64_t grp = 0; grp < pw.groups; ++grp) {
+          for (int64_t k = 0; k < pw.n_in; ++k) srcs[k] = mid_p + (grp * pw.n_in + k) * pp.run;
+          for (int64_t o = 0; o < pw.n_out; ++o) {
+            const int64_t oc = grp * pw.n_out + o;
+            dots_accumulate(dyc.data() + oc * pp.run, srcs.data(), pw.n_in, pp.len, acc1.data() + oc * pw.n_in * L,
+                            tail1.data() + oc * pw.n_in);
+          }
+        }
+      }
+      if (gw3 && pp.compact)
+        for (int64_t c = 0; c < g.c_out; ++c)
+          pad_plane(dmidc.data() + c * pp.run, g.ho, g.wo, dmidw.data() + c * run, 0, 0, f.ws);
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const T* gb = xbuf.data() + grp * group_stride;
+        if (gw3) {
+          for (int64_t i = 0; i < g.n_in; ++i)
+            for (int64_t a = 0; a < g.kh; ++a)
+              for (int64_t c = 0; c < g.kw; ++c) srcs[i * f.taps + a * g.kw + c] = gb + i * f.plane + a * g.dh * f.ws + c * g.dw;
+          for (int64_t o = 0; o < g.n_out; ++o) {
+            const int64_t oc = grp * g.n_out + o;
+            dots_accumulate(dmid_w + g.out_pos(oc) * run, srcs.data(), g.n_in * f.taps, f.wide,
+                            acc3.data() + oc * g.n_in * f.taps * L, tail3.data() + oc * g.n_in * f.taps);
+          }
+        }
+        if (gx) {
+          for (int64_t o = 0; o < g.n_out; ++o) {
+            pad_rows(dmidc.data() + g.out_pos(grp * g.n_out + o) * pp.run, g.ho, g.wo, pp.stride, dpad.data() + o * plane_i, top,
+                     left, wsi);
+            for (int64_t a = 0; a < g.kh; ++a)
+              for (int64_t c = 0; c < g.kw; ++c)
+                srcs[o * f.taps + a * g.kw + c] = dpad.data() + o * plane_i + (g.kh - 1 - a) * g.dh * wsi + (g.kw - 1 - c) * g.dw;
+          }
+          for (int64_t i = 0; i < g.n_in; ++i) dst[i] = dxw.data() + i * run_i;
+          weighted_sums_all(dst.data(), g.n_in, run_i, srcs.data(), g.n_out * f.taps,
+                            w3t.data() + grp * g.n_in * g.n_out * f.taps);
+          for (int64_t i = 0; i < g.n_in; ++i) {
+            T* xp = gx + (b * g.c_in + grp * g.n_in + i) * g.h * g.w;
+            for (int64_t r = 0; r < g.h; ++r) std::copy(dst[i] + r * wsi, dst[i] + r * wsi + g.w, xp + r * g.w);
+          }
+        }
+      }
+    }
+    std::vector<double> sums(n3 * (gw3 != nullptr) + n1 * (gw1 != nullptr));
+    int64_t at = 0;
+    for (int64_t k = 0; gw3 && k < n3; ++k, ++at) {
+      sums[at] = tail3[k];
+      for (int64_t j = 0; j < L; ++j) sums[at] += acc3[k * L + j];
+    }
+    for (int64_t k = 0; gw1 && k < n1; ++k, ++at) {
+      sums[at] = tail1[k];
+      for (int64_t j = 0; j < L; ++j) sums[at] += acc1[k * L + j];
+    }
+    std::lock_guard<std::mutex> hold(merge);
+    partial.emplace_back(begin, std::move(sums));
+  });
+  std::sort(partial.begin(), partial.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  const int64_t total = n3 * (gw3 != nullptr) + n1 * (gw1 != nullptr);
+  std::vector<double> sum(total, 0.0);
+  for (const auto& part : partial)
+    for (int64_t k = 0; k < total; ++k) sum[k] += part.second[k];
+  int64_t at = 0;
+  for (int64_t k = 0; gw3 && k < n3; ++k) gw3[k] = static_cast<T>(sum[at++]);
+  for (int64_t k = 0; gw1 && k < n1; ++k) gw1[k] = static_cast<T>(sum[at++]);
+}
+
 Geometry make_geometry(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, int64_t shuffle) {
   TORCH_CHECK(x.dim() == 4 && weight.dim() == 4, "narrow_conv: 4-D input and weight expected");
@@ -358,7 +580,55 @@ std::vector<at::Tensor> narrow_conv_backward(const at::Tensor& gy, const at::Ten
   return {gx, gw};
 }
 
+// A two-step osep layer (grouped KxK, shuffle, grouped 1x1) in one call: y = conv1x1(shuffle(convKxK(x))).
+at::Tensor osep_fused_forward(const at::Tensor& x, const at::Tensor& w3, const at::Tensor& w1,
+                              std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+                              int64_t groups1) {
+  check_tensor(x, "input");
+  check_tensor(w3, "weight");
+  check_tensor(w1, "1x1 weight");
+  TORCH_CHECK(x.scalar_type() == w3.scalar_type() && x.scalar_type() == w1.scalar_type(), "osep_fused: dtypes differ");
+  const Geometry g = make_geometry(x, w3, padding, dilation, groups, groups);
+  const Pointwise pw = make_pointwise(w1, g, groups1);
+  auto y = at::empty({g.batch, pw.c_out, g.ho, g.wo}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "osep_fused_forward", [&] {
+    fused_forward_impl<scalar_t>(x.data_ptr<scalar_t>(), w3.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(),
+                                 y.data_ptr<scalar_t>(), g, pw);
+  });
+  return y;
+}
+
+// Its gradients with respect to the input, the KxK weight and the 1x1 weight (undefined where not asked).
+std::vector<at::Tensor> osep_fused_backward(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w3,
+                                            const at::Tensor& w1, std::vector<int64_t> padding,
+                                            std::vector<int64_t> dilation, int64_t groups, int64_t groups1,
+                                            bool input_grad, bool weight_grad, bool weight1_grad) {
+  check_tensor(x, "input");
+  check_tensor(w3, "weight");
+  check_tensor(w1, "1x1 weight");
+  check_tensor(gy, "grad_output");
+  const Geometry g = make_geometry(x, w3, padding, dilation, groups, groups);
+  const Pointwise pw = make_pointwise(w1, g, groups1);
+  TORCH_CHECK(gy.dim() == 4 && gy.size(0) == g.batch && gy.size(1) == pw.c_out && gy.size(2) == g.ho &&
+                  gy.size(3) == g.wo, "osep_fused: grad_output has the wrong shape");
+  TORCH_CHECK(gy.scalar_type() == x.scalar_type() && x.scalar_type() == w3.scalar_type() &&
+                  x.scalar_type() == w1.scalar_type(), "osep_fused: dtypes differ");
+  at::Tensor gx, gw3, gw1;
+  if (input_grad) gx = at::empty(x.sizes(), x.options());
+  if (weight_grad) gw3 = at::empty(w3.sizes(), x.options());
+  if (weight1_grad) gw1 = at::empty(w1.sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "osep_fused_backward", [&] {
+    fused_backward_impl<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w3.data_ptr<scalar_t>(),
+                                  w1.data_ptr<scalar_t>(), input_grad ? gx.data_ptr<scalar_t>() : nullptr,
+                                  weight_grad ? gw3.data_ptr<scalar_t>() : nullptr,
+                                  weight1_grad ? gw1.data_ptr<scalar_t>() : nullptr, g, pw);
+  });
+  return {gx, gw3, gw1};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &narrow_conv_forward, "stride-1 grouped conv2d, few channels per group (CPU)");
   m.def("backward", &narrow_conv_backward, "its gradients with respect to the input and/or the weight");
+  m.def("osep_forward", &osep_fused_forward, "grouped KxK, channel shuffle, grouped 1x1 in one pass (CPU)");
+  m.def("osep_backward", &osep_fused_backward, "its gradients: input, KxK weight, 1x1 weight");
 }
