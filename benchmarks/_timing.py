@@ -28,12 +28,19 @@ def common_args(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--amp", action="store_true", help="CUDA: autocast to float16")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="keep: glibc malloc keeps freed memory, as osep-nas training does (osep_nas.allocator); "
+                        "default: malloc as the process started")
     return p
 
 
 def setup(args: argparse.Namespace) -> torch.device:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
+    if args.malloc == "keep":
+        from osep_nas.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
@@ -66,11 +73,11 @@ def time_cases(cases: Dict[str, Callable[[], None]], device: torch.device, repea
 
 def code_paths() -> str:
     """Which instruction sets the CPU code runs with (benchmarks/cpu_isa.sh restricts them)."""
-    from osep_nas import kernels
+    from osep_nas import allocator, kernels
 
     return (f"torch kernels {torch.backends.cpu.get_cpu_capability()}, oneDNN "
             f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}, MKL {os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'all')}, "
-            f"osep kernel -march={kernels.native_arch()}")
+            f"osep kernel -march={kernels.native_arch()}; {allocator.describe()}")
 
 
 def machine(device: torch.device) -> Dict[str, object]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from osep_nas.allocator import keep_freed_memory
 from osep_nas.checkpoint import (RESUME_KEYS, capture_rng_state, load_checkpoint, load_model_state,
                                  restore_rng_state, save_checkpoint)
 from osep_nas.config import Config, config_to_dict, config_to_yaml, load_config
@@ -97,6 +98,9 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
     best_epoch, final (the last metrics record), params, flops, device, world_size, wall_s
     (over every run of a resumed training; None where an earlier run's time was not
     recorded), session_wall_s (this call's).
+
+    On CPU, glibc malloc is set to keep freed memory for the rest of the process
+    (:mod:`osep_nas.allocator`; ``OSEP_NAS_KEEP_MEMORY=0`` turns that off).
     """
     t0 = time.time()
     cfg = config if isinstance(config, Config) else load_config(config)
@@ -105,6 +109,8 @@ def train(config: Union[Config, Mapping[str, Any], str, "os.PathLike[str]"],
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"stop_after must be >= 0, got {stop_after}")
     dist_ctx, device = setup_distributed(tc.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations every step re-allocates (osep_nas.allocator)
     try:
         with contextlib.ExitStack() as stack:
             if dist_ctx.rank == 0:  # one writer per OUT: a second train/study/search on it is refused

@@ -151,6 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from osep_nas.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before the command allocates: see osep_nas.allocator
     try:
         rc = args._run(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
