@@ -141,6 +141,10 @@ class OSepConv2d(nn.Module):
           (groups, out, in) weight with the (batch, groups, in, pixels) input view, on CPU
           tensors with at least ``MATMUL_MIN_PIXELS`` pixels (else as ``"conv"``).
         * ``"conv"``: the plain grouped convolution (then an explicit shuffle if needed).
+
+        A layer scheduled ``FUSABLE`` (``["native", "matmul"]``: the usual two-step plan) may
+        run whole as one fused native pass instead, where the autotuner finds it faster
+        (:meth:`_fused_choice`).
         """
         schedule = []
         for conv in self.convs:

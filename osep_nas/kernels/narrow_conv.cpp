@@ -164,6 +164,91 @@ void dots_accumulate(const T* g, const T* const* srcs, int64_t nk, int64_t len, 
   }
 }
 
+#if defined(OSEP_VECTORS)
+// acc[o][k] += g[o][t] * srcs[k][t] for NO outputs x NB sums at once (t < whole): each source
+// vector loaded feeds NO multiply-adds, each gradient vector NB; output o's sums start at
+// acc + o * acc_stride
+template <typename T, int NO, int NB>
+void dots_tile(const T* const* g, const T* const* srcs, int64_t whole, T* acc, int64_t acc_stride) {
+  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  Vec a[NO][NB];
+  const T* s[NB];
+  const T* gp[NO];
+#pragma GCC unroll 8
+  for (int o = 0; o < NO; ++o) {
+    gp[o] = g[o];
+    std::memcpy(a[o], acc + o * acc_stride, sizeof(a[o]));
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < NB; ++k) s[k] = srcs[k];
+  for (int64_t t = 0; t < whole; t += L) {
+    Vec gv[NO];
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; ++o) std::memcpy(&gv[o], gp[o] + t, sizeof(Vec));
+#pragma GCC unroll 8
+    for (int k = 0; k < NB; ++k) {
+      Vec xv;
+      std::memcpy(&xv, s[k] + t, sizeof(Vec));
+#pragma GCC unroll 8
+      for (int o = 0; o < NO; ++o) a[o][k] += gv[o] * xv;
+    }
+  }
+#pragma GCC unroll 8
+  for (int o = 0; o < NO; ++o) std::memcpy(acc + o * acc_stride, a[o], sizeof(a[o]));
+}
+
+// NO outputs over all nk sums, KB sums at a time: NO x KB accumulators stay in registers
+template <typename T, int NO>
+void dots_tiles(const T* const* g, const T* const* srcs, int64_t nk, int64_t whole, T* acc, int64_t acc_stride) {
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  constexpr int KB = (OSEP_VEC_BYTES == 64 ? 16 : 8) / NO >= 8 ? 8 : 4;  // 16 (AVX-512) or 8 (AVX2) accumulators
+  for (int64_t k0 = 0; k0 < nk; k0 += KB) {
+    const T* const* s = srcs + k0;
+    T* a = acc + k0 * L;
+    switch (std::min<int64_t>(KB, nk - k0)) {
+      case 8: dots_tile<T, NO, KB == 8 ? 8 : 1>(g, s, whole, a, acc_stride); break;
+      case 7: dots_tile<T, NO, KB == 8 ? 7 : 1>(g, s, whole, a, acc_stride); break;
+      case 6: dots_tile<T, NO, KB == 8 ? 6 : 1>(g, s, whole, a, acc_stride); break;
+      case 5: dots_tile<T, NO, KB == 8 ? 5 : 1>(g, s, whole, a, acc_stride); break;
+      case 4: dots_tile<T, NO, 4>(g, s, whole, a, acc_stride); break;
+      case 3: dots_tile<T, NO, 3>(g, s, whole, a, acc_stride); break;
+      case 2: dots_tile<T, NO, 2>(g, s, whole, a, acc_stride); break;
+      default: dots_tile<T, NO, 1>(g, s, whole, a, acc_stride); break;
+    }
+  }
+}
+#endif
+
+// dots_accumulate for n outputs g[0..n) that share the sources: output o's nk lane-wise sums
+// at acc + o * nk * lanes, its scalar tails at tail + o * nk. Outputs go in tiles (4 with
+// 32 vector registers, 2 with 16) so that each source vector loaded serves several outputs.
+template <typename T>
+void dots_accumulate_outputs(const T* const* g, int64_t n, const T* const* srcs, int64_t nk, int64_t len, T* acc,
+                             double* tail) {
+  int64_t whole = 0;
+#if defined(OSEP_VECTORS)
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  constexpr int TILE = OSEP_VEC_BYTES == 64 ? 4 : 2;
+  whole = len / L * L;
+  const int64_t stride = nk * L;
+  int64_t o = 0;
+  for (; o + TILE <= n; o += TILE) dots_tiles<T, TILE>(g + o, srcs, nk, whole, acc + o * stride, stride);
+  switch (n - o) {
+    case 3: dots_tiles<T, 3>(g + o, srcs, nk, whole, acc + o * stride, stride); break;
+    case 2: dots_tiles<T, 2>(g + o, srcs, nk, whole, acc + o * stride, stride); break;
+    case 1: dots_tiles<T, 1>(g + o, srcs, nk, whole, acc + o * stride, stride); break;
+    default: break;
+  }
+#endif
+  for (int64_t o = 0; o < n; ++o)
+    for (int64_t k = 0; k < nk; ++k) {
+      double sum = 0;
+      for (int64_t t = whole; t < len; ++t) sum += g[o][t] * srcs[k][t];
+      tail[o * nk + k] += sum;
+    }
+}
+
 // the number of lanes dots_accumulate keeps per sum
 template <typename T>
 constexpr int64_t lanes() {
@@ -423,6 +508,7 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
     std::vector<double> tail3(gw3 ? n3 : 0, 0.0), tail1(gw1 ? n1 : 0, 0.0);
     std::vector<const T*> srcs(std::max({g.n_in * f.taps, g.n_out * f.taps, pw.n_in, pw.n_out}));
     std::vector<T*> dst(std::max({g.n_out, g.n_in, pw.n_in, pw.n_out}));
+    std::vector<const T*> outs(std::max(g.n_out, pw.n_out));  // the gradient planes of a group's outputs
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t c = 0; c < pw.c_out; ++c)
         pad_plane(gy + (b * pw.c_out + c) * pix, g.ho, g.wo, dyc.data() + c * pp.run, 0, 0, pp.stride);
@@ -437,11 +523,9 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
         if (pp.compact) compact_planes(mid.data(), g.c_out, run, f.ws, g.ho, g.wo, midc.data(), pp.run);
         for (int64_t grp = 0; grp < pw.groups; ++grp) {
           for (int64_t k = 0; k < pw.n_in; ++k) srcs[k] = mid_p + (grp * pw.n_in + k) * pp.run;
-          for (int64_t o = 0; o < pw.n_out; ++o) {
-            const int64_t oc = grp * pw.n_out + o;
-            dots_accumulate(dyc.data() + oc * pp.run, srcs.data(), pw.n_in, pp.len, acc1.data() + oc * pw.n_in * L,
-                            tail1.data() + oc * pw.n_in);
-          }
+          for (int64_t o = 0; o < pw.n_out; ++o) outs[o] = dyc.data() + (grp * pw.n_out + o) * pp.run;
+          dots_accumulate_outputs(outs.data(), pw.n_out, srcs.data(), pw.n_in, pp.len,
+                                  acc1.data() + grp * pw.n_out * pw.n_in * L, tail1.data() + grp * pw.n_out * pw.n_in);
         }
       }
       if (gw3 && pp.compact)
@@ -453,11 +537,10 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
           for (int64_t i = 0; i < g.n_in; ++i)
             for (int64_t a = 0; a < g.kh; ++a)
               for (int64_t c = 0; c < g.kw; ++c) srcs[i * f.taps + a * g.kw + c] = gb + i * f.plane + a * g.dh * f.ws + c * g.dw;
-          for (int64_t o = 0; o < g.n_out; ++o) {
-            const int64_t oc = grp * g.n_out + o;
-            dots_accumulate(dmid_w + g.out_pos(oc) * run, srcs.data(), g.n_in * f.taps, f.wide,
-                            acc3.data() + oc * g.n_in * f.taps * L, tail3.data() + oc * g.n_in * f.taps);
-          }
+          for (int64_t o = 0; o < g.n_out; ++o) outs[o] = dmid_w + g.out_pos(grp * g.n_out + o) * run;
+          dots_accumulate_outputs(outs.data(), g.n_out, srcs.data(), g.n_in * f.taps, f.wide,
+                                  acc3.data() + grp * g.n_out * g.n_in * f.taps * L,
+                                  tail3.data() + grp * g.n_out * g.n_in * f.taps);
         }
         if (gx) {
           for (int64_t o = 0; o < g.n_out; ++o) {
