@@ -201,7 +201,10 @@ class OSepConv2d(nn.Module):
                 x = _pointwise_as_matmul(x, weight, conv.bias, conv.groups)
                 shuffled = False
             else:
-                x = conv(x) if weight is conv.weight else conv._conv_forward(x, weight, conv.bias)
+                # an NCHW input gives an NCHW output, also where model.to(channels_last) made the
+                # weight channels-last (oneDNN would follow the weight, and the network would mix formats)
+                w = _nchw(weight) if x.is_contiguous() and not kernels.tracing_or_counting() else weight
+                x = conv(x) if w is conv.weight else conv._conv_forward(x, w, conv.bias)
                 shuffled = False
             if need_shuffle and not shuffled:
                 x = channel_shuffle(x, conv.groups)
@@ -237,6 +240,16 @@ def _pointwise_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y
+
+
+def _nchw(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` with NCHW strides: itself if it has them, a view where its memory is already
+    in that order (a channels-last 1x1 weight), else a copy."""
+    shape, strides, step = weight.shape, [], 1
+    for size in reversed(shape):
+        strides.insert(0, step)
+        step *= size
+    return weight if list(weight.stride()) == strides else weight.reshape(-1).view(shape)
 
 
 def _pointwise_choice(x: torch.Tensor, conv: nn.Conv2d) -> str:

@@ -60,6 +60,29 @@ def test_every_candidate_computes_the_reference(impl, n_in, n_out, groups):
             _check(u, v, tol)
 
 
+@needs_kernel
+@pytest.mark.parametrize("impl", autotune.CANDIDATES)
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2), (2, 1)])
+def test_a_strided_call_computes_the_reference_either_way(impl, stride):
+    """Stride 2: the kernel's stride-1 output at every second row/column, or oneDNN's strided
+    convolution; forward and both gradients equal F.conv2d (+ shuffle), odd and even sizes."""
+    gen = torch.Generator().manual_seed(stride[0] * 10 + stride[1])
+    for (n_in, n_out, groups), (kernel, padding, dilation, h, w), shuffle in itertools.product(
+            [(2, 2, 3), (1, 1, 4), (4, 2, 2)], GEOMETRIES[:3], (False, True)):
+        x = torch.randn(2, groups * n_in, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+        wt = torch.randn(groups * n_out, n_in, *kernel, generator=gen, dtype=torch.float64, requires_grad=True)
+        assert kernels.covers(x, wt, stride, padding, dilation, groups)
+        y = kernels.grouped_conv2d(x, wt, None, stride, padding, dilation, groups, shuffle_out=shuffle, impl=impl)
+        ref = F.conv2d(x, wt, None, stride, padding, dilation, groups)
+        ref = channel_shuffle(ref, groups) if shuffle else ref
+        assert y.is_contiguous()
+        _check(y, ref, 1e-10)
+        g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+        for u, v in zip(torch.autograd.grad(y, (x, wt), g), torch.autograd.grad(ref, (x, wt), g)):
+            _check(u, v, 1e-10)
+    assert not kernels.covers(x, wt, (3, 3), padding, dilation, groups)  # 9x the work: oneDNN's
+
+
 def test_forcing_native_on_an_uncovered_call_is_an_error():
     x, w = torch.randn(1, 18, 5, 5), torch.randn(4, 9, 3, 3)  # 9 inputs per group
     assert not kernels.covers(x, w, (1, 1), (1, 1), (1, 1), 2)

@@ -58,3 +58,25 @@ def test_fast_equals_reference(monkeypatch, force, channels_last):
 def test_unknown_impl_rejected():
     with pytest.raises(ValueError, match="impl"):
         OSepConv2d(8, 8, 3, impl="cuda-magic")
+
+
+@pytest.mark.parametrize("cfg", [dict(in_channels=24, out_channels=24, kernel_size=3, stride=2),
+                                 dict(in_channels=12, out_channels=20, kernel_size=5, n_convs=3)])
+def test_a_channels_last_model_keeps_nchw_activations_nchw(monkeypatch, cfg):
+    """model.to(channels_last) makes the weights channels-last; oneDNN would then return a
+    channels-last output for an NCHW input and the network would mix formats (slow elementwise
+    ops on CPU). The fast form keeps an NCHW input's output NCHW, with the same values."""
+    monkeypatch.setattr(conv_mod, "_pointwise_choice", lambda x, conv: "onednn")  # the oneDNN steps
+    torch.manual_seed(3)
+    ref = OSepConv2d(**cfg, impl="reference")
+    fast = OSepConv2d(**cfg, impl="fast").to(memory_format=torch.channels_last)
+    fast.load_state_dict(ref.state_dict())
+    assert "conv" in fast._schedule or "matmul" in fast._schedule
+    assert any(p.stride() != torch.empty(p.shape).stride() for p in fast.parameters())  # channels-last strides
+    x = torch.randn(2, cfg["in_channels"], 11, 11, requires_grad=True)
+    a, b = ref(x), fast(x)
+    assert b.is_contiguous()
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    for u, v in zip(torch.autograd.grad(a.square().sum(), [x, *ref.parameters()]),
+                    torch.autograd.grad(b.square().sum(), [x, *fast.parameters()])):
+        assert torch.allclose(u, v, atol=1e-4, rtol=1e-5)

@@ -142,13 +142,15 @@ def available() -> bool:
 
 def covers(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
            dilation: Tuple[int, int], groups: int) -> bool:
-    """Whether the kernel handles this call (else use ``F.conv2d``)."""
+    """Whether the kernel handles this call (else use ``F.conv2d``). A stride of 2 runs at
+    stride 1 with every second output row/column kept: the same function, 4x the forward
+    work, and the autotuner weighs that against oneDNN's strided grouped convolution."""
     kh, kw = weight.shape[-2:]
     return (
         type(x) is torch.Tensor and type(weight) in (torch.Tensor, torch.nn.Parameter)  # no subclasses (NNI shapes)
         and x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype and x.dim() == 4
         and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
-        and tuple(stride) == (1, 1) and groups > 1 and (kh, kw) != (1, 1)
+        and tuple(stride) in ((1, 1), (1, 2), (2, 1), (2, 2)) and groups > 1 and (kh, kw) != (1, 1)
         and 1 <= weight.shape[1] <= NATIVE_MAX_IN_PER_GROUP
         and 0 <= padding[0] <= (kh - 1) * dilation[0] and 0 <= padding[1] <= (kw - 1) * dilation[1]
         and not _cpu_autocast() and not tracing_or_counting()
@@ -207,6 +209,8 @@ def _forward(how: str, x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
         # the kernel is NCHW: a channels-last input is copied in; shuffled (the only case it takes
         # channels-last), the output is NCHW, as F.conv2d + channel_shuffle gives it
         y = _NarrowConv.apply(x.contiguous(), weight, padding, dilation, groups, shuffle)
+        if stride != (1, 1):  # a stride-s output is the stride-1 output at every s-th row and column
+            y = y[:, :, ::stride[0], ::stride[1]].contiguous()
         if bias is not None:
             b = bias.view(groups, -1).t().reshape(-1) if shuffle > 1 else bias
             y = y + b.view(1, -1, 1, 1)
@@ -249,7 +253,8 @@ def fused_covers(x: torch.Tensor, weight: torch.Tensor, weight1: torch.Tensor, s
                  padding: Tuple[int, int], dilation: Tuple[int, int], groups: int, groups1: int) -> bool:
     """Whether the fused kernel handles ``conv1x1(shuffle(convKxK(x)))`` for these weights
     (the KxK step as :func:`covers` says, an unstrided 1x1 step after it)."""
-    return (covers(x, weight, stride, padding, dilation, groups) and type(weight1) in (torch.Tensor, torch.nn.Parameter)
+    return (tuple(stride) == (1, 1) and covers(x, weight, stride, padding, dilation, groups)
+            and type(weight1) in (torch.Tensor, torch.nn.Parameter)
             and weight1.dtype == x.dtype and weight1.dim() == 4 and tuple(weight1.shape[-2:]) == (1, 1)
             and groups1 > 0 and weight1.shape[1] * groups1 == weight.shape[0] and weight1.shape[0] % groups1 == 0
             and load() is not None)
