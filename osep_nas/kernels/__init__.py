@@ -6,8 +6,10 @@ group, which oneDNN runs far below its depth-wise speed (benchmarks/RESULTS.md).
 PyTorch's C++ extension loader.  Where it covers a call, :mod:`osep_nas.kernels.autotune`
 picks the faster of it and oneDNN for that shape on this CPU (timed once, cached on disk);
 where it cannot be built or does not apply, :func:`grouped_conv2d` uses ``F.conv2d`` (same
-function, tested to 1e-5).  ``OSEP_NAS_NATIVE=0`` turns it off, ``=1`` makes a failed build
-an error, ``OSEP_NAS_AUTOTUNE=0`` replaces the timing by a fixed rule (docs/config.md).
+function, tested to 1e-5).  :func:`fused_osep` runs a whole two-step osep layer (grouped KxK,
+shuffle, grouped 1x1) in one pass per image, so its intermediate never goes to memory.
+``OSEP_NAS_NATIVE=0`` turns the kernel off, ``=1`` makes a failed build an error,
+``OSEP_NAS_AUTOTUNE=0`` replaces the timing by a fixed rule (docs/config.md).
 """
 from __future__ import annotations
 
