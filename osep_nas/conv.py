@@ -107,14 +107,16 @@ class OSepConv2d(nn.Module):
         self._schedule = self._fast_schedule() if impl == "fast" else None
 
     # -- forward -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_input: bool = False) -> torch.Tensor:
+        """The layer of ``x``, or of ``F.relu(x)`` with ``relu_input=True`` (DARTS' ReLU-conv-BN
+        ops: where the fused kernel runs, the ReLU is folded into it and costs no pass)."""
         pad_in = self.plan.input_padding
         if pad_in:
             x = F.pad(x, (0, 0, 0, 0, 0, pad_in))
         if self._schedule is None:
-            x = self._forward_reference(x)
+            x = self._forward_reference(F.relu(x) if relu_input else x)
         else:
-            x = self._forward_fast(x)
+            x = self._forward_fast(x, relu_input)
         if self.plan.output_padding:
             x = x[:, : self.out_channels]
         return x
@@ -159,17 +161,17 @@ class OSepConv2d(nn.Module):
                 schedule.append("conv")
         return schedule
 
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fast(self, x: torch.Tensor, relu_input: bool = False) -> torch.Tensor:
         if self._schedule == FUSABLE:
             first, second = self.convs
             if kernels.fused_covers(x, first.weight, second.weight, first.stride, first.padding, first.dilation,
-                                    first.groups, second.groups) and self._fused_choice(x) == "fused":
+                                    first.groups, second.groups) and self._fused_choice(x, relu_input) == "fused":
                 y = kernels.fused_osep(x, first.weight, second.weight, first.padding, first.dilation, first.groups,
-                                       second.groups)
+                                       second.groups, relu_input)
                 return y if second.bias is None else y + second.bias.view(1, -1, 1, 1)
-        return self._forward_steps(x, [conv.weight for conv in self.convs])
+        return self._forward_steps(F.relu(x) if relu_input else x, [conv.weight for conv in self.convs])
 
-    def _fused_choice(self, x: torch.Tensor) -> str:
+    def _fused_choice(self, x: torch.Tensor, relu_input: bool = False) -> str:
         """``"fused"`` (one native pass: :func:`osep_nas.kernels.fused_osep`) or ``"separate"``
         (the steps of the schedule, each tuned): the faster for this shape on this CPU, timed
         once by the autotuner; ``"separate"`` with ``OSEP_NAS_AUTOTUNE=0``."""
@@ -177,12 +179,14 @@ class OSepConv2d(nn.Module):
 
         def run(c: str, a: torch.Tensor, w: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
             if c == "fused":
-                return kernels.fused_osep(a, w, w1, first.padding, first.dilation, first.groups, second.groups)
-            return self._forward_steps(a, [w, w1])
+                return kernels.fused_osep(a, w, w1, first.padding, first.dilation, first.groups, second.groups,
+                                          relu_input)
+            return self._forward_steps(F.relu(a) if relu_input else a, [w, w1])
 
         return autotune.choose(x, first.weight, first.stride, first.padding, first.dilation, first.groups,
                                first.groups, run, kernels._build_name, candidates=autotune.FUSED, fixed="separate",
-                               extra=f"w1={'x'.join(map(str, second.weight.shape))} groups1={second.groups}",
+                               extra=f"w1={'x'.join(map(str, second.weight.shape))} groups1={second.groups}"
+                                     + (" relu_input" if relu_input else ""),
                                extra_weights=[second.weight])
 
     def _forward_steps(self, x: torch.Tensor, weights: List[torch.Tensor]) -> torch.Tensor:

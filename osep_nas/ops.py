@@ -125,7 +125,11 @@ class OSepBlock(nn.Module):
         self.op = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+        # each ReLU goes into the osep layer after it (folded into its fused kernel where that runs)
+        for i in range(0, len(self.op), 3):
+            relu, conv, bn = self.op[i:i + 3]
+            x = bn(conv(x, relu_input=True) if isinstance(conv, OSepConv2d) else conv(relu(x)))
+        return x
 
 
 class Conv7x1_1x7(nn.Module):

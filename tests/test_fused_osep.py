@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from osep_nas import OSepConv2d, kernels
+from osep_nas.ops import OSepBlock
 from osep_nas.kernels import autotune
 from osep_nas.shuffle import channel_shuffle
 
@@ -47,8 +48,8 @@ def _ran_fused(y) -> bool:
     return False
 
 
-def _two_steps(x, w, w1, padding, dilation, groups, groups1):
-    y = channel_shuffle(F.conv2d(x, w, None, 1, padding, dilation, groups), groups)
+def _two_steps(x, w, w1, padding, dilation, groups, groups1, relu_input=False):
+    y = channel_shuffle(F.conv2d(F.relu(x) if relu_input else x, w, None, 1, padding, dilation, groups), groups)
     return F.conv2d(y, w1, None, 1, 0, 1, groups1)
 
 
@@ -65,14 +66,14 @@ def fresh(monkeypatch, tmp_path):
 @pytest.mark.parametrize("n_in,n_out,groups,groups1,c_out", SHAPES)
 def test_fused_kernel_computes_the_two_steps(n_in, n_out, groups, groups1, c_out):
     gen = torch.Generator().manual_seed(n_in * 100 + n_out * 10 + groups)
-    for (k, pad, dil, h, w), dtype in itertools.product(GEOMETRIES, (torch.float32, torch.float64)):
+    for (k, pad, dil, h, w), dtype, relu in itertools.product(GEOMETRIES, (torch.float32, torch.float64), (False, True)):
         tol = 1e-5 if dtype == torch.float32 else 1e-10
         x = torch.randn(3, groups * n_in, h, w, generator=gen, dtype=dtype, requires_grad=True)
         wt = torch.randn(groups * n_out, n_in, k, k, generator=gen, dtype=dtype, requires_grad=True)
         w1 = torch.randn(c_out, groups * n_out // groups1, 1, 1, generator=gen, dtype=dtype, requires_grad=True)
-        y = kernels.fused_osep(x, wt, w1, pad, dil, groups, groups1)
+        y = kernels.fused_osep(x, wt, w1, pad, dil, groups, groups1, relu_input=relu)
         assert _ran_fused(y)
-        ref = _two_steps(x, wt, w1, pad, dil, groups, groups1)
+        ref = _two_steps(x, wt, w1, pad, dil, groups, groups1, relu)
         _check(y, ref, tol)
         g = torch.randn(ref.shape, generator=gen, dtype=dtype)
         for u, v in zip(torch.autograd.grad(y, (x, wt, w1), g), torch.autograd.grad(ref, (x, wt, w1), g)):
@@ -143,3 +144,26 @@ def test_without_tuning_the_layer_runs_its_steps(fresh, monkeypatch):
     assert layer._schedule == ["native", "matmul"]  # the fused kernel would cover it
     y = layer(torch.randn(2, 24, 8, 8, requires_grad=True))
     assert not _ran_fused(y)
+
+
+@needs_kernel
+@pytest.mark.parametrize("choice", autotune.FUSED)
+def test_osep_block_folds_its_relus_and_computes_relu_conv_bn(fresh, monkeypatch, choice):
+    """DARTS' osep op (ReLU, OSepConv2d, BN twice) with the ReLUs folded into the osep layers
+    equals its modules applied one by one, forward and every gradient, either way the tuner goes."""
+    preferred = {choice, "native", "matmul"}
+    monkeypatch.setattr(autotune, "_time_candidates",
+                        lambda run, x, w, grads, candidates, *rest: {c: 1.0 if c in preferred else 2.0
+                                                                     for c in candidates})
+    torch.manual_seed(4)
+    block = OSepBlock(24, 24, 3, 1, stacks=2).double()
+    x = torch.randn(2, 24, 16, 16, dtype=torch.float64, requires_grad=True)
+    got = block(x)
+    assert _ran_fused(got) == (choice == "fused")
+    want = x
+    for module in block.op:  # the modules one by one, the ReLU as its own pass
+        want = module(want)
+    assert torch.allclose(got, want, atol=1e-10, rtol=0)
+    params = [x, *block.parameters()]
+    for u, v in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(want.square().sum(), params)):
+        assert torch.allclose(u, v, atol=1e-9, rtol=1e-9)

@@ -186,10 +186,10 @@ class _FusedOSep(torch.autograd.Function):
     """Autograd wrapper of the fused two-step osep layer: forward and the three gradients."""
 
     @staticmethod
-    def forward(ctx, x, weight, weight1, padding, dilation, groups, groups1):
+    def forward(ctx, x, weight, weight1, padding, dilation, groups, groups1, relu_input):
         ext = load()
         ctx.save_for_backward(x, weight, weight1)
-        ctx.conf = (list(padding), list(dilation), groups, groups1)
+        ctx.conf = (list(padding), list(dilation), groups, groups1, relu_input)
         return ext.osep_forward(x, weight.contiguous(), weight1.contiguous(), *ctx.conf)
 
     @staticmethod
@@ -199,7 +199,7 @@ class _FusedOSep(torch.autograd.Function):
         x, weight, weight1 = ctx.saved_tensors
         gx, gw, gw1 = ext.osep_backward(grad_out.contiguous(), x, weight.contiguous(), weight1.contiguous(), *ctx.conf,
                                         *ctx.needs_input_grad[:3])
-        return gx, gw, gw1, None, None, None, None
+        return gx, gw, gw1, None, None, None, None, None
 
 
 IntPair = Union[int, Sequence[int]]
@@ -263,11 +263,13 @@ def fused_covers(x: torch.Tensor, weight: torch.Tensor, weight1: torch.Tensor, s
 
 
 def fused_osep(x: torch.Tensor, weight: torch.Tensor, weight1: torch.Tensor, padding: IntPair, dilation: IntPair,
-               groups: int, groups1: int) -> torch.Tensor:
+               groups: int, groups1: int, relu_input: bool = False) -> torch.Tensor:
     """``F.conv2d(channel_shuffle(F.conv2d(x, weight, None, 1, padding, dilation, groups), groups),
     weight1, groups=groups1)`` in one native pass per image (the intermediate never goes to
-    memory; the backward recomputes it); only where :func:`fused_covers` holds."""
+    memory; the backward recomputes it); only where :func:`fused_covers` holds.
+    ``relu_input=True`` computes it of ``F.relu(x)`` with the ReLU folded into the input read
+    (and its gradient into the input gradient's write): no ReLU pass, no ReLU output kept."""
     padding, dilation = _two(padding), _two(dilation)
     if not fused_covers(x, weight, weight1, (1, 1), padding, dilation, groups, groups1):
         raise ValueError("fused_osep: the native kernel does not cover this call (see fused_covers)")
-    return _FusedOSep.apply(x.contiguous(), weight, weight1, padding, dilation, groups, groups1)
+    return _FusedOSep.apply(x.contiguous(), weight, weight1, padding, dilation, groups, groups1, bool(relu_input))

@@ -265,6 +265,16 @@ void pad_plane(const T* src, int64_t h, int64_t w, T* dst, int64_t top, int64_t 
   for (int64_t r = 0; r < h; ++r) std::copy(src + r * w, src + (r + 1) * w, dst + (r + top) * width + left);
 }
 
+// pad_plane of max(src, 0): a ReLU folded into the copy that a convolution makes anyway
+template <typename T>
+void pad_plane_relu(const T* src, int64_t h, int64_t w, T* dst, int64_t top, int64_t left, int64_t width) {
+  for (int64_t r = 0; r < h; ++r) {
+    T* d = dst + (r + top) * width + left;
+    const T* s = src + r * w;
+    for (int64_t c = 0; c < w; ++c) d[c] = s[c] > T(0) || s[c] != s[c] ? s[c] : T(0);  // NaN stays NaN
+  }
+}
+
 // copy rows x cols of a plane whose rows are src_stride apart into a zeroed buffer of row
 // width `width`, at (top, left)
 template <typename T>
@@ -409,11 +419,16 @@ struct FusedLayout {
 // group's padded input planes are left in xbuf + grp * (n_in * plane + slack)
 template <typename T>
 void fused_first_step(const T* xb, const T* weight, const Geometry& g, const FusedLayout& f, int64_t run,
-                      T* xbuf, int64_t group_stride, T* mid, std::vector<const T*>& srcs, std::vector<T*>& dst) {
+                      T* xbuf, int64_t group_stride, T* mid, std::vector<const T*>& srcs, std::vector<T*>& dst,
+                      bool relu) {
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     T* gb = xbuf + grp * group_stride;
     for (int64_t i = 0; i < g.n_in; ++i) {
-      pad_plane(xb + (grp * g.n_in + i) * g.h * g.w, g.h, g.w, gb + i * f.plane, g.ph, g.pw, f.ws);
+      const T* xp = xb + (grp * g.n_in + i) * g.h * g.w;
+      if (relu)
+        pad_plane_relu(xp, g.h, g.w, gb + i * f.plane, g.ph, g.pw, f.ws);
+      else
+        pad_plane(xp, g.h, g.w, gb + i * f.plane, g.ph, g.pw, f.ws);
       for (int64_t a = 0; a < g.kh; ++a)
         for (int64_t c = 0; c < g.kw; ++c) srcs[i * f.taps + a * g.kw + c] = gb + i * f.plane + a * g.dh * f.ws + c * g.dw;
     }
@@ -445,7 +460,8 @@ PointwisePlanes pointwise_planes(const Geometry& g, const FusedLayout& f, int64_
 }
 
 template <typename T>
-void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geometry& g, const Pointwise& pw) {
+void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geometry& g, const Pointwise& pw,
+                        bool relu) {
   const FusedLayout f(g);
   const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
   const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
@@ -457,7 +473,8 @@ void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geomet
     std::vector<T*> dst(std::max(g.n_out, pw.n_out));
     const T* mid_p = pp.compact ? midc.data() : mid.data();
     for (int64_t b = begin; b < end; ++b) {
-      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst);
+      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst,
+                       relu);
       if (pp.compact) compact_planes(mid.data(), g.c_out, run, f.ws, g.ho, g.wo, midc.data(), pp.run);
       for (int64_t grp = 0; grp < pw.groups; ++grp) {
         for (int64_t k = 0; k < pw.n_in; ++k) srcs[k] = mid_p + (grp * pw.n_in + k) * pp.run;
@@ -472,7 +489,7 @@ void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geomet
 
 template <typename T>
 void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* gx, T* gw3, T* gw1, const Geometry& g,
-                         const Pointwise& pw) {
+                         const Pointwise& pw, bool relu) {
   const FusedLayout f(g);
   const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
   const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
@@ -518,7 +535,8 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
         for (int64_t k = 0; k < pw.n_in; ++k) dst[k] = dmidc.data() + (grp * pw.n_in + k) * pp.run;
         weighted_sums_all(dst.data(), pw.n_in, pp.run, srcs.data(), pw.n_out, w1t.data() + grp * pw.n_in * pw.n_out);
       }
-      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst);
+      fused_first_step(x + b * g.c_in * g.h * g.w, w3, g, f, run, xbuf.data(), group_stride, mid.data(), srcs, dst,
+                       relu);
       if (gw1) {
         if (pp.compact) compact_planes(mid.data(), g.c_out, run, f.ws, g.ho, g.wo, midc.data(), pp.run);
         for (int64_t grp = 0; grp < pw.groups; ++grp) {
@@ -555,7 +573,15 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
                             w3t.data() + grp * g.n_in * g.n_out * f.taps);
           for (int64_t i = 0; i < g.n_in; ++i) {
             T* xp = gx + (b * g.c_in + grp * g.n_in + i) * g.h * g.w;
-            for (int64_t r = 0; r < g.h; ++r) std::copy(dst[i] + r * wsi, dst[i] + r * wsi + g.w, xp + r * g.w);
+            if (!relu) {
+              for (int64_t r = 0; r < g.h; ++r) std::copy(dst[i] + r * wsi, dst[i] + r * wsi + g.w, xp + r * g.w);
+              continue;
+            }
+            // through the folded ReLU: the gradient passes where the input was > 0 (its padded
+            // plane holds max(x, 0), so > 0 there is the same test)
+            const T* xin = gb + i * f.plane + g.ph * f.ws + g.pw;
+            for (int64_t r = 0; r < g.h; ++r)
+              for (int64_t c = 0; c < g.w; ++c) xp[r * g.w + c] = xin[r * f.ws + c] > T(0) ? dst[i][r * wsi + c] : T(0);
           }
         }
       }
@@ -663,10 +689,11 @@ std::vector<at::Tensor> narrow_conv_backward(const at::Tensor& gy, const at::Ten
   return {gx, gw};
 }
 
-// A two-step osep layer (grouped KxK, shuffle, grouped 1x1) in one call: y = conv1x1(shuffle(convKxK(x))).
+// A two-step osep layer (grouped KxK, shuffle, grouped 1x1) in one call: y = conv1x1(shuffle(convKxK(x))),
+// of max(x, 0) with relu_input (the ReLU before each osep convolution of a DARTS cell, folded in).
 at::Tensor osep_fused_forward(const at::Tensor& x, const at::Tensor& w3, const at::Tensor& w1,
                               std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
-                              int64_t groups1) {
+                              int64_t groups1, bool relu_input) {
   check_tensor(x, "input");
   check_tensor(w3, "weight");
   check_tensor(w1, "1x1 weight");
@@ -676,7 +703,7 @@ at::Tensor osep_fused_forward(const at::Tensor& x, const at::Tensor& w3, const a
   auto y = at::empty({g.batch, pw.c_out, g.ho, g.wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "osep_fused_forward", [&] {
     fused_forward_impl<scalar_t>(x.data_ptr<scalar_t>(), w3.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(),
-                                 y.data_ptr<scalar_t>(), g, pw);
+                                 y.data_ptr<scalar_t>(), g, pw, relu_input);
   });
   return y;
 }
@@ -685,7 +712,7 @@ at::Tensor osep_fused_forward(const at::Tensor& x, const at::Tensor& w3, const a
 std::vector<at::Tensor> osep_fused_backward(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w3,
                                             const at::Tensor& w1, std::vector<int64_t> padding,
                                             std::vector<int64_t> dilation, int64_t groups, int64_t groups1,
-                                            bool input_grad, bool weight_grad, bool weight1_grad) {
+                                            bool relu_input, bool input_grad, bool weight_grad, bool weight1_grad) {
   check_tensor(x, "input");
   check_tensor(w3, "weight");
   check_tensor(w1, "1x1 weight");
@@ -704,7 +731,7 @@ std::vector<at::Tensor> osep_fused_backward(const at::Tensor& gy, const at::Tens
     fused_backward_impl<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w3.data_ptr<scalar_t>(),
                                   w1.data_ptr<scalar_t>(), input_grad ? gx.data_ptr<scalar_t>() : nullptr,
                                   weight_grad ? gw3.data_ptr<scalar_t>() : nullptr,
-                                  weight1_grad ? gw1.data_ptr<scalar_t>() : nullptr, g, pw);
+                                  weight1_grad ? gw1.data_ptr<scalar_t>() : nullptr, g, pw, relu_input);
   });
   return {gx, gw3, gw1};
 }
