@@ -271,7 +271,7 @@ void pad_plane_relu(const T* src, int64_t h, int64_t w, T* dst, int64_t top, int
   for (int64_t r = 0; r < h; ++r) {
     T* d = dst + (r + top) * width + left;
     const T* s = src + r * w;
-    for (int64_t c = 0; c < w; ++c) d[c] = s[c] > T(0) || s[c] != s[c] ? s[c] : T(0);  // NaN stays NaN
+    for (int64_t c = 0; c < w; ++c) d[c] = s[c] < T(0) ? T(0) : s[c];  // NaN stays NaN, as in F.relu
   }
 }
 
@@ -579,9 +579,12 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
             }
             // through the folded ReLU: the gradient passes where the input was > 0 (its padded
             // plane holds max(x, 0), so > 0 there is the same test)
-            const T* xin = gb + i * f.plane + g.ph * f.ws + g.pw;
-            for (int64_t r = 0; r < g.h; ++r)
-              for (int64_t c = 0; c < g.w; ++c) xp[r * g.w + c] = xin[r * f.ws + c] > T(0) ? dst[i][r * wsi + c] : T(0);
+            for (int64_t r = 0; r < g.h; ++r) {
+              const T* in = gb + i * f.plane + (r + g.ph) * f.ws + g.pw;
+              const T* grad = dst[i] + r * wsi;
+              T* out = xp + r * g.w;
+              for (int64_t c = 0; c < g.w; ++c) out[c] = in[c] > T(0) ? grad[c] : T(0);
+            }
           }
         }
       }
