@@ -151,9 +151,7 @@ class OSepConv2d(nn.Module):
         schedule = []
         for conv in self.convs:
             n_in = conv.in_channels // conv.groups
-            out_per_group = conv.out_channels // conv.groups
-            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.NATIVE_MAX_IN_PER_GROUP \
-                    and (n_in, out_per_group) != (1, 1):
+            if conv.kernel_size != (1, 1) and 1 < conv.groups and n_in <= kernels.NATIVE_MAX_IN_PER_GROUP:
                 schedule.append("native")
             elif conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
                 schedule.append("matmul")

@@ -103,19 +103,21 @@ def test_fused_kernel_refuses_what_it_does_not_cover():
 @needs_kernel
 @pytest.mark.parametrize("choice", autotune.FUSED)
 @pytest.mark.parametrize("bias", [False, True])
-def test_osep_layer_equals_its_reference_either_way(fresh, monkeypatch, choice, bias):
+@pytest.mark.parametrize("channels", [24, 8])
+def test_osep_layer_equals_its_reference_either_way(fresh, monkeypatch, choice, bias, channels):
     """The tuner's choice forced each way (the steps inside "separate" forced to the native
-    kernel and the matmul): the layer computes its reference form, forward and gradients."""
+    kernel and the matmul): the layer computes its reference form, forward and gradients. At 8
+    channels the plan is a depth-wise 3x3 and a dense 1x1 (one input per group): fused too."""
     preferred = {choice, "native", "matmul"}
     monkeypatch.setattr(autotune, "_time_candidates",
                         lambda run, x, w, grads, candidates, *rest: {c: 1.0 if c in preferred else 2.0
                                                                      for c in candidates})
     torch.manual_seed(1)
-    ref = OSepConv2d(24, 24, 3, bias=bias, impl="reference")
-    fast = OSepConv2d(24, 24, 3, bias=bias, impl="fast")
+    ref = OSepConv2d(channels, channels, 3, bias=bias, impl="reference")
+    fast = OSepConv2d(channels, channels, 3, bias=bias, impl="fast")
     fast.load_state_dict(ref.state_dict())
     assert fast._schedule == ["native", "matmul"]
-    x = torch.randn(2, 24, 32, 32, requires_grad=True)
+    x = torch.randn(2, channels, 32, 32, requires_grad=True)
     a, b = ref(x), fast(x)
     assert _ran_fused(b) == (choice == "fused")
     _check(b, a, 1e-5)
