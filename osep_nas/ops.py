@@ -15,6 +15,7 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
+from osep_nas import kernels
 from osep_nas.conv import OSepConv2d, TunedConv2d
 
 __all__ = [
@@ -125,6 +126,8 @@ class OSepBlock(nn.Module):
         self.op = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor or kernels.tracing_or_counting():
+            return self.op(x)  # module by module, for tools that follow them (NNI's shape inference, tracing)
         # each ReLU goes into the osep layer after it (folded into its fused kernel where that runs)
         for i in range(0, len(self.op), 3):
             relu, conv, bn = self.op[i:i + 3]
