@@ -1,23 +1,19 @@
 """BatchNorm2d + ReLU forward+backward (training mode) at o-/d-/conv-ResNet20's stage-1 widths,
 NCHW and channels-last, batch 64, 32 x 32: median ms of 15 after 3. Record script of
 benchmarks/RESULTS.md (python <this>)."""
-import time
+import sys
 
 import torch
+
+sys.path[:0] = [".", "benchmarks"]
+from _timing import time_cases  # noqa: E402
 
 torch.set_num_threads(2)
 
 
-def bench(f, n=15):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
+def bench(f):
+    """Median ms of 15 calls after 3 (benchmarks/_timing.py)."""
+    return time_cases({"f": f}, torch.device("cpu"), repeats=15, warmup=3)["f"] * 1e3
 
 
 for c in (16, 44, 58):

@@ -2,11 +2,12 @@
 2 threads, malloc kept as osep-nas does: median ms of 15 after 3; the ratio within the run.
 Record script of benchmarks/RESULTS.md (python <this>, from the project root)."""
 import sys
-import time
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path[:0] = [".", "benchmarks"]
+from _timing import time_cases  # noqa: E402
+
 from osep_nas import kernels  # noqa: E402
 from osep_nas.allocator import keep_freed_memory  # noqa: E402
 from osep_nas.conv import OSepConv2d  # noqa: E402
@@ -15,16 +16,9 @@ keep_freed_memory()
 torch.set_num_threads(2)
 
 
-def bench(f, n=15):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
+def bench(f):
+    """Median ms of 15 calls after 3 (benchmarks/_timing.py)."""
+    return time_cases({"f": f}, torch.device("cpu"), repeats=15, warmup=3)["f"] * 1e3
 
 
 print("layer (channels@pixels; groups KxK/1x1)      two steps ms   fused ms   fused/two steps")
