@@ -290,3 +290,23 @@ def test_mobilenet_small_forward_and_flops():
     out = net(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 7)
     assert count_flops(net, (3, 64, 64)) == reference_macs(net, (3, 64, 64))
+
+
+def test_drop_path_is_mask_over_keep_bit_for_bit():
+    """One pass over x, the same numbers as x * mask / keep (DARTS' drop path), gradient too,
+    including signed zeros, infinities and NaN in the dropped and kept samples."""
+    x = torch.randn(64, 3, 4, 4, dtype=torch.float32)
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    x[1, 0, 0, :3] = torch.tensor([-float("inf"), float("nan"), -0.0])
+    x.requires_grad_()
+    torch.manual_seed(7)
+    got = drop_path(x, 0.3)
+    torch.manual_seed(7)
+    mask = torch.empty(64, 1, 1, 1).bernoulli_(0.7)
+    want = x * mask / 0.7
+    assert 0 < mask.sum() < 64  # some samples dropped, some kept
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+    assert torch.equal(torch.signbit(got), torch.signbit(want))
+    g = torch.randn_like(want)
+    assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0])

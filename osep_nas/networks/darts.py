@@ -28,7 +28,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
         return x
     keep = 1.0 - drop_prob
     mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask / keep
+    # x * mask / keep, bit for bit (a dropped sample divides by inf), in one pass over x, not two
+    return x / (keep / mask)
 
 
 def reduction_indices(layers: int) -> List[int]:
