@@ -46,32 +46,41 @@ struct Geometry {
 #define OSEP_VECTORS 1
 #endif
 
+#if defined(OSEP_VECTORS)
+// dst[o][t .. t + NV vectors) = sum_k wts[o * nk + k] * srcs[k][..]: NO x NV accumulators in registers
+template <typename T, int NO, int NV>
+inline void sums_block(T* const* dst, int64_t t, const T* const* srcs, int64_t nk, const T* wts) {
+  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  Vec acc[NO][NV] = {};
+  for (int64_t k = 0; k < nk; ++k) {
+    const T* s = srcs[k] + t;
+    Vec xv[NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) std::memcpy(&xv[u], s + u * L, sizeof(Vec));
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; ++o) {
+      const Vec wv = Vec{} + wts[o * nk + k];
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[o][u] += wv * xv[u];
+    }
+  }
+#pragma GCC unroll 8
+  for (int o = 0; o < NO; ++o) std::memcpy(dst[o] + t, acc[o], sizeof(acc[o]));
+}
+#endif
+
 // dst[o][t] = sum_k wts[o * nk + k] * srcs[k][t]  for o in [0, NO), t in [0, len):
-// NO outputs at once, so each source vector loaded feeds NO multiply-adds; the NO x NV
-// accumulators stay in registers over all taps.
+// NO outputs at once, so each source vector loaded feeds NO multiply-adds; blocks of NV
+// vectors, then single vectors, then (only for a len that is not a whole number of vectors) scalars.
 template <typename T, int NO>
 void weighted_sums(T* const* dst, int64_t len, const T* const* srcs, int64_t nk, const T* wts) {
   int64_t t = 0;
 #if defined(OSEP_VECTORS)
-  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
-  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T), NV = NO >= 3 ? 2 : 4;  // <= 8 accumulators (AVX2 has 16 registers)
-  for (; t + NV * L <= len; t += NV * L) {
-    Vec acc[NO][NV] = {};
-    for (int64_t k = 0; k < nk; ++k) {
-      const T* s = srcs[k] + t;
-      Vec xv[NV];
-#pragma GCC unroll 8
-      for (int64_t u = 0; u < NV; ++u) std::memcpy(&xv[u], s + u * L, sizeof(Vec));
-#pragma GCC unroll 8
-      for (int o = 0; o < NO; ++o) {
-        const Vec wv = Vec{} + wts[o * nk + k];
-#pragma GCC unroll 8
-        for (int64_t u = 0; u < NV; ++u) acc[o][u] += wv * xv[u];
-      }
-    }
-#pragma GCC unroll 8
-    for (int o = 0; o < NO; ++o) std::memcpy(dst[o] + t, acc[o], sizeof(acc[o]));
-  }
+  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
+  constexpr int NV = NO >= 3 ? 2 : 4;  // <= 8 accumulators (AVX2 has 16 registers)
+  for (; t + NV * L <= len; t += NV * L) sums_block<T, NO, NV>(dst, t, srcs, nk, wts);
+  for (; t + L <= len; t += L) sums_block<T, NO, 1>(dst, t, srcs, nk, wts);
 #endif
   for (; t < len; ++t) {
     for (int o = 0; o < NO; ++o) {
@@ -82,12 +91,12 @@ void weighted_sums(T* const* dst, int64_t len, const T* const* srcs, int64_t nk,
   }
 }
 
-// the longest vector block weighted_sums takes at once: a loop run over a multiple of it has
-// no scalar tail (the extra columns land in the dropped part of the wide plane)
+// one vector: a loop run over a multiple of it has no scalar tail (the extra columns land in
+// the dropped part of the wide plane)
 template <typename T>
 constexpr int64_t sum_block() {
 #if defined(OSEP_VECTORS)
-  return 4 * (OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T)));
+  return OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T));
 #else
   return 1;
 #endif
