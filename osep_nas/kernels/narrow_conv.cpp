@@ -414,11 +414,10 @@ Pointwise make_pointwise(const at::Tensor& w1, const Geometry& g, int64_t groups
 
 // the layout both passes share: padded input planes of a group and wide intermediate planes
 struct FusedLayout {
-  int64_t hs, ws, plane, wide, taps, run;
+  int64_t ws, plane, wide, taps;
   explicit FusedLayout(const Geometry& g) {
-    hs = g.h + 2 * g.ph;
     ws = g.w + 2 * g.pw;
-    plane = hs * ws + (g.kw - 1) * g.dw;
+    plane = (g.h + 2 * g.ph) * ws + (g.kw - 1) * g.dw;
     wide = g.ho * ws;
     taps = g.kh * g.kw;
   }
