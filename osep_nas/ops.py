@@ -130,8 +130,7 @@ class OSepBlock(nn.Module):
             return self.op(x)  # module by module, for tools that follow them (NNI's shape inference, tracing)
         # each ReLU goes into the osep layer after it (folded into its fused kernel where that runs)
         for i in range(0, len(self.op), 3):
-            relu, conv, bn = self.op[i:i + 3]
-            x = bn(conv(x, relu_input=True) if isinstance(conv, OSepConv2d) else conv(relu(x)))
+            x = self.op[i + 2](self.op[i + 1](x, relu_input=True))
         return x
 
 

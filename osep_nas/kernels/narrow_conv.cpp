@@ -91,15 +91,22 @@ void weighted_sums(T* const* dst, int64_t len, const T* const* srcs, int64_t nk,
   }
 }
 
-// one vector: a loop run over a multiple of it has no scalar tail (the extra columns land in
-// the dropped part of the wide plane)
+// the lanes of one vector: runs rounded up to a multiple have no scalar tail (the extra columns
+// land in the dropped part of the wide plane), and the dot products keep this many partial sums
 template <typename T>
-constexpr int64_t sum_block() {
+constexpr int64_t lanes() {
 #if defined(OSEP_VECTORS)
   return OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T));
 #else
   return 1;
 #endif
+}
+
+// the dot products' total: the partial sums of one vector's lanes plus the scalar tail
+template <typename T>
+double lane_total(const T* acc, double tail) {
+  for (int64_t j = 0; j < lanes<T>(); ++j) tail += acc[j];
+  return tail;
 }
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -112,65 +119,6 @@ void weighted_sums_all(T* const* dst, int64_t n, int64_t len, const T* const* sr
   if (n - o == 3) weighted_sums<T, 3>(dst + o, len, srcs, nk, wts + o * nk);
   if (n - o == 2) weighted_sums<T, 2>(dst + o, len, srcs, nk, wts + o * nk);
   if (n - o == 1) weighted_sums<T, 1>(dst + o, len, srcs, nk, wts + o * nk);
-}
-
-#if defined(OSEP_VECTORS)
-// a[k] += g[t] * srcs[k][t] for NB sums at once over whole vectors (t < whole): NB is a
-// compile-time constant so the NB accumulators live in registers (a run-time count kept them
-// in memory, a store and a load per multiply-add)
-template <typename T, int NB>
-void dots_block(const T* g, const T* const* srcs, int64_t whole, T* acc) {
-  typedef T Vec __attribute__((vector_size(OSEP_VEC_BYTES)));
-  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
-  Vec a[NB];
-  const T* s[NB];
-  std::memcpy(a, acc, sizeof(a));
-#pragma GCC unroll 8
-  for (int k = 0; k < NB; ++k) s[k] = srcs[k];
-  for (int64_t t = 0; t < whole; t += L) {
-    Vec gv;
-    std::memcpy(&gv, g + t, sizeof(Vec));
-#pragma GCC unroll 8
-    for (int k = 0; k < NB; ++k) {
-      Vec xv;
-      std::memcpy(&xv, s[k] + t, sizeof(Vec));
-      a[k] += gv * xv;
-    }
-  }
-  std::memcpy(acc, a, sizeof(a));
-}
-#endif
-
-// acc[k] += g[t] * srcs[k][t] lane by lane (k in [0, nk), t in [0, len)): acc holds nk vectors,
-// summed across lanes only once at the end (a per-call reduction costs more than the dot
-// products of a small plane); up to 8 sums at once, each in its own register (independent
-// chains). Elements past the last whole vector go to tail[k] (a scalar sum).
-template <typename T>
-void dots_accumulate(const T* g, const T* const* srcs, int64_t nk, int64_t len, T* acc, double* tail) {
-  int64_t whole = 0;
-#if defined(OSEP_VECTORS)
-  constexpr int64_t L = OSEP_VEC_BYTES / sizeof(T);
-  whole = len / L * L;
-  for (int64_t k0 = 0; k0 < nk; k0 += 8) {
-    const T* const* s = srcs + k0;
-    T* a = acc + k0 * L;
-    switch (std::min<int64_t>(8, nk - k0)) {
-      case 8: dots_block<T, 8>(g, s, whole, a); break;
-      case 7: dots_block<T, 7>(g, s, whole, a); break;
-      case 6: dots_block<T, 6>(g, s, whole, a); break;
-      case 5: dots_block<T, 5>(g, s, whole, a); break;
-      case 4: dots_block<T, 4>(g, s, whole, a); break;
-      case 3: dots_block<T, 3>(g, s, whole, a); break;
-      case 2: dots_block<T, 2>(g, s, whole, a); break;
-      default: dots_block<T, 1>(g, s, whole, a); break;
-    }
-  }
-#endif
-  for (int64_t k = 0; k < nk; ++k) {
-    double s = 0;
-    for (int64_t t = whole; t < len; ++t) s += g[t] * srcs[k][t];
-    tail[k] += s;
-  }
 }
 
 #if defined(OSEP_VECTORS)
@@ -229,9 +177,12 @@ void dots_tiles(const T* const* g, const T* const* srcs, int64_t nk, int64_t who
 }
 #endif
 
-// dots_accumulate for n outputs g[0..n) that share the sources: output o's nk lane-wise sums
-// at acc + o * nk * lanes, its scalar tails at tail + o * nk. Outputs go in tiles (4 with
-// 32 vector registers, 2 with 16) so that each source vector loaded serves several outputs.
+// acc[o][k] += g[o][t] * srcs[k][t] lane by lane, for n outputs g[0..n) that share the sources
+// (k in [0, nk), t in [0, len)): output o's nk partial sums of one vector each at
+// acc + o * nk * lanes, reduced across lanes only once at the end (lane_total; a per-call
+// reduction costs more than the dot products of a small plane); elements past the last whole
+// vector go to the scalar tails at tail + o * nk. Outputs go in tiles (4 with 32 vector
+// registers, 2 with 16) so that each source vector loaded serves several outputs.
 template <typename T>
 void dots_accumulate_outputs(const T* const* g, int64_t n, const T* const* srcs, int64_t nk, int64_t len, T* acc,
                              double* tail) {
@@ -256,16 +207,6 @@ void dots_accumulate_outputs(const T* const* g, int64_t n, const T* const* srcs,
       for (int64_t t = whole; t < len; ++t) sum += g[o][t] * srcs[k][t];
       tail[o * nk + k] += sum;
     }
-}
-
-// the number of lanes dots_accumulate keeps per sum
-template <typename T>
-constexpr int64_t lanes() {
-#if defined(OSEP_VECTORS)
-  return OSEP_VEC_BYTES / static_cast<int64_t>(sizeof(T));
-#else
-  return 1;
-#endif
 }
 
 // copy an h x w plane into a zeroed (h + top + bottom) x (w + left + right) buffer
@@ -296,7 +237,7 @@ template <typename T>
 void forward_impl(const T* x, const T* weight, T* y, const Geometry& g) {
   const int64_t hs = g.h + 2 * g.ph, ws = g.w + 2 * g.pw;
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.ho * ws, taps = g.kh * g.kw;
-  const int64_t run = round_up(wide, sum_block<T>());  // the sources stay inside buf: it has run - wide more
+  const int64_t run = round_up(wide, lanes<T>());  // the sources stay inside buf: it has run - wide more
   at::parallel_for(0, g.batch * g.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(g.n_in * plane + run - wide, T(0)), out(g.n_out * run);
     std::vector<const T*> srcs(g.n_in * taps);
@@ -326,7 +267,7 @@ void input_grad_impl(const T* gy, const T* weight, T* gx, const Geometry& g) {
   const int64_t top = (g.kh - 1) * g.dh - g.ph, left = (g.kw - 1) * g.dw - g.pw;
   const int64_t hs = g.h + (g.kh - 1) * g.dh, ws = g.w + (g.kw - 1) * g.dw;
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.h * ws, taps = g.kh * g.kw;
-  const int64_t run = round_up(wide, sum_block<T>());
+  const int64_t run = round_up(wide, lanes<T>());
   at::parallel_for(0, g.batch * g.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(g.n_out * plane + run - wide, T(0)), out(g.n_in * run);
     std::vector<const T*> srcs(g.n_out * taps);
@@ -362,11 +303,12 @@ void weight_grad_impl(const T* gy, const T* x, T* gw, const Geometry& g) {
   const int64_t hs = g.h + 2 * g.ph, ws = g.w + 2 * g.pw;
   const int64_t plane = hs * ws + (g.kw - 1) * g.dw, wide = g.ho * ws, taps = g.kh * g.kw;
   at::parallel_for(0, g.groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(g.n_in * plane, T(0)), gwide(wide, T(0));  // columns >= wo stay 0
+    std::vector<T> buf(g.n_in * plane, T(0)), gwide(g.n_out * wide, T(0));  // columns >= wo stay 0
     const int64_t nw = g.n_out * g.n_in * taps;
     std::vector<T> acc(nw * lanes<T>());
     std::vector<double> tail(nw);
-    std::vector<const T*> srcs(g.n_in * taps);
+    std::vector<const T*> srcs(g.n_in * taps), outs(g.n_out);
+    for (int64_t o = 0; o < g.n_out; ++o) outs[o] = gwide.data() + o * wide;
     for (int64_t i = 0; i < g.n_in; ++i)
       for (int64_t a = 0; a < g.kh; ++a)
         for (int64_t c = 0; c < g.kw; ++c) srcs[i * taps + a * g.kw + c] = buf.data() + i * plane + a * g.dh * ws + c * g.dw;
@@ -376,18 +318,13 @@ void weight_grad_impl(const T* gy, const T* x, T* gw, const Geometry& g) {
       for (int64_t b = 0; b < g.batch; ++b) {
         for (int64_t i = 0; i < g.n_in; ++i)
           pad_plane(x + (b * g.c_in + grp * g.n_in + i) * g.h * g.w, g.h, g.w, buf.data() + i * plane, g.ph, g.pw, ws);
-        for (int64_t o = 0; o < g.n_out; ++o) {
-          pad_plane(gy + (b * g.c_out + g.out_pos(grp * g.n_out + o)) * g.ho * g.wo, g.ho, g.wo, gwide.data(), 0, 0, ws);
-          dots_accumulate(gwide.data(), srcs.data(), g.n_in * taps, wide, acc.data() + o * g.n_in * taps * lanes<T>(),
-                          tail.data() + o * g.n_in * taps);
-        }
+        for (int64_t o = 0; o < g.n_out; ++o)
+          pad_plane(gy + (b * g.c_out + g.out_pos(grp * g.n_out + o)) * g.ho * g.wo, g.ho, g.wo, gwide.data() + o * wide,
+                    0, 0, ws);
+        dots_accumulate_outputs(outs.data(), g.n_out, srcs.data(), g.n_in * taps, wide, acc.data(), tail.data());
       }
       T* out = gw + grp * g.n_out * g.n_in * taps;
-      for (int64_t k = 0; k < nw; ++k) {
-        double sum = tail[k];
-        for (int64_t j = 0; j < lanes<T>(); ++j) sum += acc[k * lanes<T>() + j];
-        out[k] = static_cast<T>(sum);
-      }
+      for (int64_t k = 0; k < nw; ++k) out[k] = static_cast<T>(lane_total(acc.data() + k * lanes<T>(), tail[k]));
     }
   });
 }
@@ -462,7 +399,7 @@ struct PointwisePlanes {
 
 template <typename T>
 PointwisePlanes pointwise_planes(const Geometry& g, const FusedLayout& f, int64_t run_wide) {
-  const int64_t run_c = round_up(g.ho * g.wo, sum_block<T>());
+  const int64_t run_c = round_up(g.ho * g.wo, lanes<T>());
   if (run_c * 8 < run_wide * 7) return {true, run_c, g.wo, g.ho * g.wo};
   return {false, run_wide, f.ws, f.wide};
 }
@@ -471,7 +408,7 @@ template <typename T>
 void fused_forward_impl(const T* x, const T* w3, const T* w1, T* y, const Geometry& g, const Pointwise& pw,
                         bool relu) {
   const FusedLayout f(g);
-  const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
+  const int64_t run = round_up(f.wide, lanes<T>()), pix = g.ho * g.wo;
   const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
   const int64_t group_stride = g.n_in * f.plane + run - f.wide;
   at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
@@ -499,14 +436,14 @@ template <typename T>
 void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* gx, T* gw3, T* gw1, const Geometry& g,
                          const Pointwise& pw, bool relu) {
   const FusedLayout f(g);
-  const int64_t run = round_up(f.wide, sum_block<T>()), pix = g.ho * g.wo;
+  const int64_t run = round_up(f.wide, lanes<T>()), pix = g.ho * g.wo;
   const PointwisePlanes pp = pointwise_planes<T>(g, f, run);
   const int64_t group_stride = g.n_in * f.plane + run - f.wide;
   // the input gradient's padded planes: dmid rows at (top, left), row width wsi
   const int64_t top = (g.kh - 1) * g.dh - g.ph, left = (g.kw - 1) * g.dw - g.pw;
   const int64_t wsi = g.w + (g.kw - 1) * g.dw, hsi = g.h + (g.kh - 1) * g.dh;
   const int64_t plane_i = hsi * wsi + (g.kw - 1) * g.dw, wide_i = g.h * wsi;
-  const int64_t run_i = round_up(wide_i, sum_block<T>());
+  const int64_t run_i = round_up(wide_i, lanes<T>());
   const int64_t n3 = g.c_out * g.n_in * f.taps, n1 = pw.c_out * pw.n_in, L = lanes<T>();
   // the weights as the input-gradient sums read them: one row per input channel
   std::vector<T> w1t(pw.groups * pw.n_in * pw.n_out), w3t(g.groups * g.n_in * g.n_out * f.taps);
@@ -597,16 +534,9 @@ void fused_backward_impl(const T* gy, const T* x, const T* w3, const T* w1, T* g
         }
       }
     }
-    std::vector<double> sums(n3 * (gw3 != nullptr) + n1 * (gw1 != nullptr));
-    int64_t at = 0;
-    for (int64_t k = 0; gw3 && k < n3; ++k, ++at) {
-      sums[at] = tail3[k];
-      for (int64_t j = 0; j < L; ++j) sums[at] += acc3[k * L + j];
-    }
-    for (int64_t k = 0; gw1 && k < n1; ++k, ++at) {
-      sums[at] = tail1[k];
-      for (int64_t j = 0; j < L; ++j) sums[at] += acc1[k * L + j];
-    }
+    std::vector<double> sums;
+    for (int64_t k = 0; gw3 && k < n3; ++k) sums.push_back(lane_total(acc3.data() + k * L, tail3[k]));
+    for (int64_t k = 0; gw1 && k < n1; ++k) sums.push_back(lane_total(acc1.data() + k * L, tail1[k]));
     std::lock_guard<std::mutex> hold(merge);
     partial.emplace_back(begin, std::move(sums));
   });
